@@ -1,0 +1,292 @@
+"""Separator: the Python API a user touches. ``Separator.load(path).separate(audio, stems=...)``.
+
+It owns one conditioned model (or a set of dedicated ones, one per stem), runs long audio through fixed-size
+chunks with overlap-add outside the model, and returns a dict from each requested name to audio shaped like
+the input, at the input's sample rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .audio import AudioError, as_float, read_audio, resample, validate_audio
+from .model import ConditionedUNet
+from .spectral import wiener
+from .stems import StemQuery, parse_queries, queries_to_z
+
+PathLike = str | os.PathLike
+
+
+class Separator:
+    """Separate stems by name with a conditioned model or a set of dedicated models.
+
+    ``model``: a :class:`ConditionedUNet` (conditioned, or one dedicated model), or a mapping stem -> dedicated
+    model. ``niter``: multichannel Wiener filter iterations across the requested outputs (0 = plain masks).
+    ``chunk_seconds``: chunk length (None = whole signal at once; memory then grows with the song).
+    ``overlap``: fraction of a chunk shared with its neighbour, cross-faded linearly (0 to 0.5).
+    ``batch_size``: most conditions (outputs) per forward pass. The models are moved to ``device``; they are
+    put in eval mode during :meth:`separate` and restored to their previous mode afterwards.
+    """
+
+    def __init__(
+        self,
+        model: ConditionedUNet | Mapping[str, ConditionedUNet],
+        *,
+        niter: int = 0,
+        chunk_seconds: float | None = 10.0,
+        overlap: float = 0.15,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+    ) -> None:
+        if niter < 0:
+            raise ValueError(f"niter must be >= 0, got {niter}")
+        if chunk_seconds is not None and chunk_seconds <= 0:
+            raise ValueError(f"chunk_seconds must be positive or None, got {chunk_seconds}")
+        if not 0 <= overlap <= 0.5:
+            raise ValueError(f"overlap is a fraction of the chunk in [0, 0.5], got {overlap}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.niter, self.chunk_seconds, self.overlap, self.batch_size = niter, chunk_seconds, overlap, batch_size
+        self.device = torch.device(device)
+        if isinstance(model, ConditionedUNet):
+            models = {"": model} if model.is_conditioned else {model.config.target: model}
+        elif isinstance(model, Mapping):
+            models = dict(model)
+            self._check_dedicated(models)
+        else:
+            raise TypeError(f"model must be a ConditionedUNet or a mapping stem -> ConditionedUNet, got {type(model)}")
+        self.models: dict[str, ConditionedUNet] = {k: m.to(self.device) for k, m in models.items()}
+        first = next(iter(self.models.values()))
+        self.config = first.config
+        self.is_conditioned: bool = first.is_conditioned
+        if self.is_conditioned:
+            self.stems: tuple[str, ...] = tuple(first.stems)
+        else:
+            self.stems = tuple(s for s in first.stems if s in self.models)
+
+    @staticmethod
+    def _check_dedicated(models: dict[str, ConditionedUNet]) -> None:
+        if not models:
+            raise ValueError("an empty set of models; pass one dedicated model per stem")
+        ref = None
+        for stem, m in models.items():
+            if not isinstance(m, ConditionedUNet):
+                raise TypeError(f"models[{stem!r}] is a {type(m).__name__}, expected ConditionedUNet")
+            if m.is_conditioned:
+                raise ValueError(f"models[{stem!r}] is a conditioned model; pass it alone, not in a stem mapping")
+            if m.config.target != stem:
+                raise ValueError(f"models[{stem!r}] is a dedicated {m.config.target!r} model; key it by its target")
+            sig = (m.config.sample_rate, m.config.n_fft, m.config.hop_length, m.config.audio_channels,
+                   tuple(m.config.stems))
+            if ref is not None and sig != ref:
+                raise ValueError(f"dedicated models disagree on (sample_rate, n_fft, hop, channels, stems): "
+                                 f"{ref} vs {sig} for {stem!r}; train them with one config")
+            ref = sig
+
+    @classmethod
+    def load(cls, path: PathLike | Sequence[PathLike] | Mapping[str, PathLike], **kwargs) -> Separator:
+        """One checkpoint (conditioned, or one dedicated model), a list of dedicated checkpoints, or a mapping
+        stem -> dedicated checkpoint. ``kwargs`` go to :class:`Separator`."""
+        from .checkpoint import load_checkpoint
+
+        if isinstance(path, (str, os.PathLike)):
+            model, _ = load_checkpoint(path)
+            return cls(model, **kwargs)
+        if isinstance(path, Mapping):
+            return cls({stem: load_checkpoint(p)[0] for stem, p in path.items()}, **kwargs)
+        models: dict[str, ConditionedUNet] = {}
+        for p in path:
+            model, _ = load_checkpoint(p)
+            if model.is_conditioned:
+                raise ValueError(f"{p} holds a conditioned model; load it alone: Separator.load({str(p)!r})")
+            if model.config.target in models:
+                raise ValueError(f"two checkpoints for stem {model.config.target!r} (the second is {p})")
+            models[model.config.target] = model
+        return cls(models, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(m.num_parameters for m in self.models.values())
+
+    def __repr__(self) -> str:
+        kind = "conditioned" if self.is_conditioned else "dedicated"
+        return (f"Separator({kind}, stems={self.stems}, sample_rate={self.sample_rate}, niter={self.niter}, "
+                f"parameters={self.num_parameters})")
+
+    # ---------------------------------------------------------------------------------------------- public
+    def separate(
+        self, audio: PathLike | np.ndarray | Tensor, stems: str | Sequence[str] = "vocals", *,
+        sample_rate: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Separate ``audio`` into the requested ``stems`` -> ``{name: float32 tensor}`` shaped like the input.
+
+        ``audio``: a file path, or ``(samples,)`` / ``(channels, samples)`` numpy or torch audio (mono or stereo,
+        float or integer PCM) with its ``sample_rate`` in Hz. ``stems``: a name, a list of names, or sums such
+        as ``"drums+bass"``; aliases (``"accompaniment"``) are accepted. Output is at the input's rate, on the
+        input tensor's device (CPU for numpy and files). The input is never modified.
+        """
+        queries = parse_queries(stems, vocabulary=self.stems)
+        signal, rate, like = self._prepare(audio, sample_rate)
+        mono = signal.shape[0] == 1
+        x = signal if rate == self.sample_rate else resample(signal, orig_rate=rate, target_rate=self.sample_rate)
+        x = torch.as_tensor(x, dtype=torch.float32)
+        with self._eval():
+            if self.config.audio_channels == 2:
+                out = self._separate_array(x.expand(2, -1) if mono else x, queries)
+                if mono:
+                    out = out.mean(1, keepdim=True)
+            else:  # a mono model: each channel on its own
+                out = torch.cat([self._separate_array(x[i: i + 1], queries) for i in range(x.shape[0])], dim=1)
+        if rate != self.sample_rate:
+            out = resample(out, orig_rate=self.sample_rate, target_rate=rate)
+            n = signal.shape[-1]
+            out = out[..., :n] if out.shape[-1] >= n else torch.nn.functional.pad(out, (0, n - out.shape[-1]))
+        result = {}
+        for i, q in enumerate(queries):
+            y = out[i]
+            if like["ndim"] == 1:
+                y = y[0]
+            result[q.name] = y.to(like["device"])
+        return result
+
+    # --------------------------------------------------------------------------------------------- helpers
+    def _prepare(self, audio, sample_rate: int | None) -> tuple[np.ndarray | Tensor, int, dict]:
+        """Validated float audio ``(channels, samples)`` (never the caller's buffer written to), its rate, and
+        what the output should look like."""
+        if isinstance(audio, (str, os.PathLike)):
+            data, rate = read_audio(Path(audio))
+            if sample_rate is not None and sample_rate != rate:
+                raise ValueError(f"sample_rate={sample_rate} given for file {audio} whose rate is {rate}; "
+                                 "omit sample_rate for files")
+            return data, rate, {"ndim": 2, "device": torch.device("cpu")}
+        if not isinstance(audio, (np.ndarray, Tensor)):
+            raise TypeError(f"audio must be a file path, a numpy array or a torch tensor, got {type(audio).__name__}")
+        if sample_rate is None:
+            raise ValueError("sample_rate is required for array input: separate(audio, stems, sample_rate=44100)")
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate}")
+        if audio.ndim not in (1, 2):
+            raise AudioError(f"audio must be (samples,) or (channels, samples), got shape {tuple(audio.shape)}")
+        device = audio.device if isinstance(audio, Tensor) else torch.device("cpu")
+        data = as_float(audio.detach() if isinstance(audio, Tensor) else audio)
+        validate_audio(data, max_channels=2)
+        data = data[None] if data.ndim == 1 else data
+        if isinstance(data, Tensor):
+            data = data.to("cpu", torch.float32)
+        else:
+            data = data.astype(np.float32, copy=False)
+        return data, int(sample_rate), {"ndim": audio.ndim, "device": device}
+
+    @contextlib.contextmanager
+    def _eval(self) -> Iterator[None]:
+        modes = {k: m.training for k, m in self.models.items()}
+        try:
+            for m in self.models.values():
+                m.eval()
+            yield
+        finally:
+            for k, m in self.models.items():
+                m.train(modes[k])
+
+    def _chunk_length(self, n: int) -> tuple[int, int]:
+        """(chunk, stride) in samples. Chunks hold a whole multiple of the U-Net's frame multiple, so the
+        model pads nothing inside a chunk, and chunks start on that same frame grid, so a chunk sees the very
+        frames (and strided-convolution phases) that whole-signal processing sees."""
+        cfg = self.config
+        if self.chunk_seconds is None:
+            return n, n
+        grid = cfg.multiple
+        frames = max(2, round(self.chunk_seconds * cfg.sample_rate / cfg.hop_length / grid)) * grid
+        chunk = (frames - 1) * cfg.hop_length
+        if chunk >= n:
+            return n, n
+        overlap_frames = min(frames - grid, round(self.overlap * frames / grid) * grid)
+        return chunk, (frames - overlap_frames) * cfg.hop_length
+
+    def _separate_array(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
+        """``x (c, n)`` at the model rate -> ``(q, c, n)`` by chunked overlap-add.
+
+        Each stretch of output is normalised by its summed fade weights as soon as no later chunk reaches
+        it, so besides the output only one chunk of weights is kept (no song-long weight buffer)."""
+        # q: queries, c: channels, n: samples
+        c, n = x.shape
+        chunk, stride = self._chunk_length(n)
+        overlap = chunk - stride
+        out = torch.zeros(len(queries), c, n)
+        carry = torch.zeros(0)  # summed weights of earlier chunks on [start, start + len(carry))
+        start = 0
+        while True:
+            end = min(start + chunk, n)
+            length = end - start
+            weight = torch.ones(length)
+            ramp = min(overlap, length // 2)
+            if ramp > 0:  # strictly positive linear fades: weights never vanish, so their sum never does
+                fade = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
+                weight[:ramp] = fade
+                weight[length - ramp:] = torch.minimum(weight[length - ramp:], fade.flip(0))
+            with torch.inference_mode():
+                y = self._run(x[:, start:end].to(self.device), queries).cpu()
+            out[..., start:end].addcmul_(y, weight)
+            total = weight
+            total[: len(carry)] += carry
+            done = length if end >= n else stride  # [start, start + done) gets no more contributions
+            if not bool((total[:done] > 0).all()):
+                raise RuntimeError("overlap-add weights sum to zero somewhere; this is a bug in the chunking")
+            out[..., start: start + done].div_(total[:done])
+            carry = total[done:]
+            if end >= n:
+                return out
+            start += stride
+
+    def _run(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
+        """One chunk ``x (c, n)`` -> ``(q, c, n)``: STFT, masks for every query in batched passes, optional
+        Wiener filter, ISTFT."""
+        # q: queries, c: channels, f: freq, t: frames, n: samples
+        model = next(iter(self.models.values()))
+        spec = model.stft(x[None])  # (1, c, f, t)
+        if self.is_conditioned:
+            z = queries_to_z(queries, vocabulary=self.stems).to(x.device)
+            est = torch.cat([model.apply_masks(spec, zb) for zb in z.split(self.batch_size)])  # (q, c, f, t)
+        else:  # a sum of stems is the sum of the dedicated estimates
+            needed = [s for s in self.stems if any(s in q.stems for q in queries)]
+            stem_est = {s: self.models[s].apply_masks(spec) for s in needed}
+            est = torch.cat([sum(stem_est[s] for s in q.stems) for q in queries])  # (q, c, f, t)
+        if self.niter > 0:
+            est = self._wiener(est, spec[0], queries)
+        return model.istft(est, length=x.shape[-1])
+
+    def _wiener(self, est: Tensor, mix: Tensor, queries: list[StemQuery]) -> Tensor:
+        """Wiener filtering across the requested outputs. Disjoint queries are filtered jointly (with a residual
+        source for the stems nobody asked for); overlapping ones each against their own residual."""
+        sets = [set(q.stems) for q in queries]
+        disjoint = sum(len(s) for s in sets) == len(set().union(*sets))
+        if disjoint:
+            covered = set().union(*sets) == set(self.stems)
+            sources = est if covered else torch.cat([est, self._residual(est, mix)[None]])
+            return wiener(sources, mix, niter=self.niter)[: len(queries)]
+        return torch.stack([wiener(torch.stack([e, self._residual(e[None], mix)]), mix, niter=self.niter)[0]
+                            for e in est])
+
+    @staticmethod
+    def _residual(est: Tensor, mix: Tensor) -> Tensor:
+        """What the estimates leave of the mixture, as an initial estimate: magnitude ``relu(|x| - sum |y|)``
+        with the mixture's phase."""
+        mag = (mix.abs() - est.abs().sum(0)).clamp_min(0)
+        return mix * (mag / mix.abs().clamp_min(1e-12))
+
+
+load = Separator.load
+"""Module-level alias: ``conditioned_sep.load(path, **kwargs)``."""
+
+__all__ = ["Separator", "load"]

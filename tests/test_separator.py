@@ -1,0 +1,234 @@
+import numpy as np
+import pytest
+import torch
+
+import conditioned_sep
+from conditioned_sep.audio import AudioError, write_audio
+from conditioned_sep.checkpoint import save_checkpoint
+from conditioned_sep.model import ConditionedUNet
+from conditioned_sep.separator import Separator
+from conditioned_sep.stems import STEMS, UnknownStemError
+
+SR = 44100
+
+
+def _model(**overrides) -> ConditionedUNet:
+    torch.manual_seed(0)
+    return ConditionedUNet.from_preset("tiny", **overrides)
+
+
+def _dedicated(stems=STEMS) -> dict[str, ConditionedUNet]:
+    return {s: _model(conditioned=False, target=s) for s in stems}
+
+
+def _audio(seconds: float = 2.0, channels: int = 2) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return 0.3 * torch.randn(channels, int(seconds * SR), generator=gen)
+
+
+def test_public_api_is_exported():
+    assert conditioned_sep.Separator is Separator and conditioned_sep.load == Separator.load
+
+
+@pytest.mark.parametrize("shape", [(SR,), (1, SR), (2, SR)])
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_output_is_shaped_like_the_input(shape, kind):
+    sep = Separator(_model(), chunk_seconds=0.5)
+    x = _audio(1.0)[: shape[0] if len(shape) == 2 else 1].reshape(shape)
+    x = x.numpy() if kind == "numpy" else x
+    out = sep.separate(x, ["vocals", "drums+bass"], sample_rate=SR)
+    assert list(out) == ["vocals", "drums+bass"]
+    for y in out.values():
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and tuple(y.shape) == shape
+        assert torch.isfinite(y).all()
+
+
+def test_mono_is_processed_as_duplicated_stereo():
+    sep = Separator(_model(), chunk_seconds=None)
+    x = _audio(1.0, channels=1)
+    mono = sep.separate(x, "vocals", sample_rate=SR)["vocals"]
+    stereo = sep.separate(x.repeat(2, 1), "vocals", sample_rate=SR)["vocals"]
+    assert torch.allclose(mono, stereo.mean(0, keepdim=True), atol=1e-6)
+
+
+def test_mono_model_takes_stereo_input():
+    sep = Separator(_model(audio_channels=1), chunk_seconds=None)
+    x = _audio(1.0)
+    out = sep.separate(x, "bass", sample_rate=SR)["bass"]
+    left = sep.separate(x[:1], "bass", sample_rate=SR)["bass"]
+    assert out.shape == x.shape and torch.allclose(out[:1], left, atol=1e-6)
+
+
+def test_other_sample_rates_come_back_at_their_rate_and_length():
+    sep = Separator(_model(), chunk_seconds=0.5)
+    x = _audio(1.0)[:, :22050 + 7].numpy()
+    out = sep.separate(x, "vocals", sample_rate=22050)
+    assert out["vocals"].shape == x.shape
+
+
+def test_integer_pcm_is_scaled_and_input_never_modified():
+    sep = Separator(_model(), chunk_seconds=0.5)
+    x = (_audio(1.0) * 2**14).round().to(torch.int16)
+    x_before = x.clone()
+    as_int = sep.separate(x.numpy(), "drums", sample_rate=SR)["drums"]
+    as_float = sep.separate(x.float() / 2**15, "drums", sample_rate=SR)["drums"]
+    assert torch.allclose(as_int, as_float, atol=1e-6)
+    assert torch.equal(x, x_before)
+    f = _audio(1.0)
+    f_np = f.numpy().copy()
+    f_before = f.clone()
+    sep.separate(f, ["vocals", "other"], sample_rate=SR)
+    sep.separate(f_np, "vocals", sample_rate=SR)
+    assert torch.equal(f, f_before) and np.array_equal(f_np, f_before.numpy())
+
+
+def test_chunked_matches_whole_signal():
+    """Chunks start on the U-Net's frame grid and cross-fade: differences come only from the receptive field
+    reaching past a chunk edge. Stated tolerance: max error below 1e-3 of the peak, RMS error below 1e-4."""
+    model = _model()
+    x = _audio(4.0)
+    whole = Separator(model, chunk_seconds=None).separate(x, ["vocals", "accompaniment"], sample_rate=SR)
+    chunked = Separator(model, chunk_seconds=1.0, overlap=0.25).separate(x, ["vocals", "accompaniment"],
+                                                                          sample_rate=SR)
+    for name in whole:
+        err = chunked[name] - whole[name]
+        assert err.abs().max() < 1e-3 * whole[name].abs().max()
+        assert err.norm() < 1e-4 * whole[name].norm()
+
+
+def test_wiener_keeps_the_sum_of_all_stems_equal_to_the_mixture():
+    x = _audio(1.0)
+    out = Separator(_model(), niter=1, chunk_seconds=0.5).separate(x, list(STEMS), sample_rate=SR)
+    assert (sum(out.values()) - x).abs().max() < 1e-4
+    plain = Separator(_model(), niter=0, chunk_seconds=0.5).separate(x, list(STEMS), sample_rate=SR)
+    assert (sum(plain.values()) - x).abs().max() > 1e-2  # masks alone do not sum to one
+
+
+def test_wiener_with_partial_and_overlapping_requests():
+    x = _audio(1.0)
+    sep = Separator(_model(), niter=2, chunk_seconds=None)
+    pair = sep.separate(x, ["vocals", "accompaniment"], sample_rate=SR)
+    assert (pair["vocals"] + pair["accompaniment"] - x).abs().max() < 1e-4
+    partial = sep.separate(x, ["vocals", "drums"], sample_rate=SR)  # a residual source takes the rest
+    overlapping = sep.separate(x, ["vocals", "vocals+drums"], sample_rate=SR)
+    for y in [*partial.values(), *overlapping.values()]:
+        assert torch.isfinite(y).all() and y.abs().max() <= 2 * x.abs().max()
+
+
+def test_conditioned_sum_uses_one_z_with_several_ones():
+    model = _model().eval()
+    x = _audio(1.0)
+    out = Separator(model, chunk_seconds=None).separate(x, ["drums+bass", "drums"], sample_rate=SR)
+    with torch.no_grad():
+        spec = model.stft(x[None])
+        est = model(spec.abs(), torch.tensor([[0.0, 1.0, 1.0, 0.0]])) * spec
+        expected = model.istft(est, length=x.shape[-1])[0]
+    assert torch.allclose(out["drums+bass"], expected, atol=1e-5)
+    assert (out["drums+bass"] - out["drums"]).abs().max() > 1e-5  # a different z, a different output
+
+
+def test_one_batched_forward_with_a_shared_encoder():
+    for where, enc_batch in [("decoder", 1), ("both", 4)]:
+        model = _model(film_where=where)
+        calls = {"enc": [], "dec": []}
+        model.enc_convs[0].register_forward_hook(lambda m, i, o: calls["enc"].append(i[0].shape[0]))
+        model.dec_convs[0].register_forward_hook(lambda m, i, o: calls["dec"].append(i[0].shape[0]))
+        Separator(model, chunk_seconds=None).separate(_audio(0.5), list(STEMS), sample_rate=SR)
+        assert calls == {"enc": [enc_batch], "dec": [4]}
+
+
+def test_model_mode_is_restored():
+    model = _model().train()
+    Separator(model).separate(_audio(0.3), "vocals", sample_rate=SR)
+    assert model.training
+
+
+def test_dedicated_set_behind_the_same_api():
+    sep = Separator(_dedicated(), chunk_seconds=0.5)
+    assert not sep.is_conditioned and sep.stems == STEMS
+    x = _audio(1.0)
+    out = sep.separate(x, ["drums", "bass", "drums+bass", "accompaniment"], sample_rate=SR)
+    assert torch.allclose(out["drums+bass"], out["drums"] + out["bass"], atol=1e-5)
+    assert sep.num_parameters == 4 * _model(conditioned=False, target="bass").num_parameters
+    out = Separator(_dedicated(), niter=1).separate(x, list(STEMS), sample_rate=SR)
+    assert (sum(out.values()) - x).abs().max() < 1e-4
+    partial = Separator(_dedicated(("drums", "bass")))
+    assert partial.stems == ("drums", "bass")
+    with pytest.raises(UnknownStemError, match="unknown stem 'vocals'.*valid: stems drums, bass"):
+        partial.separate(x, "vocals", sample_rate=SR)
+
+
+def test_dedicated_set_is_checked():
+    models = _dedicated(("drums",))
+    with pytest.raises(ValueError, match="dedicated 'drums' model; key it by its target"):
+        Separator({"bass": models["drums"]})
+    with pytest.raises(ValueError, match="conditioned model; pass it alone"):
+        Separator({"vocals": _model()})
+    with pytest.raises(ValueError, match="disagree"):
+        Separator({"drums": models["drums"], "bass": _model(conditioned=False, target="bass", hop_length=64)})
+
+
+def test_load_conditioned_and_dedicated_checkpoints(tmp_path):
+    model = _model().eval()
+    path = save_checkpoint(tmp_path / "c.ckpt", model)
+    x = _audio(0.5)
+    loaded = conditioned_sep.load(path, chunk_seconds=None)
+    assert loaded.is_conditioned and loaded.sample_rate == SR
+    assert torch.equal(loaded.separate(x, "vocals", sample_rate=SR)["vocals"],
+                       Separator(model, chunk_seconds=None).separate(x, "vocals", sample_rate=SR)["vocals"])
+    paths = {s: save_checkpoint(tmp_path / f"{s}.ckpt", m) for s, m in _dedicated().items()}
+    by_list = Separator.load(list(paths.values()))
+    by_map = Separator.load(paths)
+    assert by_list.stems == by_map.stems == STEMS
+    assert torch.equal(by_list.separate(x, "bass", sample_rate=SR)["bass"],
+                       by_map.separate(x, "bass", sample_rate=SR)["bass"])
+    with pytest.raises(ValueError, match="key it by its target"):
+        Separator.load({"vocals": paths["drums"]})
+    with pytest.raises(ValueError, match="conditioned model; load it alone"):
+        Separator.load([path, paths["drums"]])
+
+
+def test_file_input(tmp_path):
+    x = _audio(0.5)
+    wav = write_audio(tmp_path / "mix.wav", x, SR, subtype="FLOAT")
+    sep = Separator(_model(), chunk_seconds=None)
+    from_file = sep.separate(wav, "vocals")["vocals"]
+    assert torch.allclose(from_file, sep.separate(x, "vocals", sample_rate=SR)["vocals"], atol=1e-6)
+    with pytest.raises(ValueError, match="omit sample_rate for files"):
+        sep.separate(str(wav), "vocals", sample_rate=8000)
+
+
+def test_clipping_input_is_separated():
+    out = Separator(_model()).separate(_audio(0.5) * 10, "vocals", sample_rate=SR)["vocals"]
+    assert torch.isfinite(out).all() and out.abs().max() > 1
+
+
+def test_bad_inputs_are_clear_errors():
+    sep = Separator(_model())
+    x = _audio(0.2)
+    nan = x.clone()
+    nan[0, 5] = float("nan")
+    inf = x.numpy().copy()
+    inf[1, 3] = np.inf
+    with pytest.raises(AudioError, match="NaN or Inf"):
+        sep.separate(nan, "vocals", sample_rate=SR)
+    with pytest.raises(AudioError, match="NaN or Inf"):
+        sep.separate(inf, "vocals", sample_rate=SR)
+    with pytest.raises(AudioError, match="empty"):
+        sep.separate(np.zeros((2, 0), np.float32), "vocals", sample_rate=SR)
+    with pytest.raises(AudioError, match="3 channels"):
+        sep.separate(torch.zeros(3, 1000), "vocals", sample_rate=SR)
+    with pytest.raises(AudioError, match=r"\(samples,\) or \(channels, samples\)"):
+        sep.separate(torch.zeros(1, 2, 1000), "vocals", sample_rate=SR)
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        sep.separate(x, "vocals")
+    with pytest.raises(UnknownStemError, match="unknown stem 'guitar'.*vocals, drums, bass, other"):
+        sep.separate(x, "guitar", sample_rate=SR)
+    with pytest.raises(TypeError, match="file path, a numpy array or a torch tensor"):
+        sep.separate([0.0, 0.1], "vocals", sample_rate=SR)
+    with pytest.raises(FileNotFoundError):
+        sep.separate("/no/such/file.wav", "vocals")
+    with pytest.raises(ValueError, match="overlap is a fraction"):
+        Separator(_model(), overlap=0.9)
+    with pytest.raises(ValueError, match="niter must be >= 0"):
+        Separator(_model(), niter=-1)
