@@ -42,7 +42,7 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
     ext = path.suffix.lower().lstrip(".")
-    if ext.upper() in _soundfile_formats():
+    if ext in _soundfile_formats():
         try:
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as err:

@@ -24,6 +24,13 @@ def test_write_read_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]  # no temporary left behind
 
 
+def test_wav_and_flac_do_not_need_ffmpeg(tmp_path, monkeypatch):
+    write_audio(tmp_path / "a.flac", _tone(), 8000)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on PATH
+    back, rate = read_audio(tmp_path / "a.flac")
+    assert rate == 8000 and back.shape == (2, 4000)
+
+
 def test_pcm16_round_trip_within_quantisation(tmp_path):
     audio = _tone(channels=1)
     back, _ = read_audio(write_audio(tmp_path / "m.flac", torch.from_numpy(audio[0]), 8000))
