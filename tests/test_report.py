@@ -1,0 +1,136 @@
+"""Tables and plots of conditioned_sep.report (the museval JSON part has its own tests above, if any)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from conditioned_sep import report
+from conditioned_sep.report import ConditionScores, ModelCost
+
+
+def _scores(model: str, track: str, condition: str, sdr, new_sdr: float = 0.0, sources=None) -> ConditionScores:
+    sdr = np.asarray(sdr, dtype=np.float64)
+    frames = {"SDR": sdr, "SIR": sdr + 10.0, "SAR": sdr + 1.0, "ISR": sdr + 5.0}
+    return ConditionScores(model=model, track=track, condition=condition,
+                           sources=tuple(sources or (condition, "x")), frames=frames, new_sdr=new_sdr)
+
+
+@pytest.fixture
+def scores() -> list[ConditionScores]:
+    rng = np.random.default_rng(0)
+    out = []
+    for t in range(6):
+        for cond in ("vocals", "drums", "bass", "other", "drums+bass"):
+            a = rng.normal(5.0, 2.0, size=7)
+            a[t % 7] = np.nan  # one NaN frame per track, as BSS Eval gives for silent frames
+            out.append(_scores("conditioned", f"track{t}", cond, a, new_sdr=float(np.nanmean(a))))
+            out.append(_scores("dedicated", f"track{t}", cond, a - 0.5 - 0.1 * t, new_sdr=float(np.nanmean(a)) - 1))
+    return out
+
+
+def test_track_score_is_nanmedian_and_all_nan_is_nan():
+    s = _scores("m", "t", "vocals", [1.0, np.nan, 3.0, 10.0])
+    assert s.track_score("SDR") == pytest.approx(3.0)
+    assert s.track_score("SIR") == pytest.approx(13.0)
+    assert s.track_score(report.NEW_SDR) == 0.0
+    assert math.isnan(_scores("m", "t", "vocals", [np.nan, np.nan]).track_score("SDR"))
+
+
+def test_aggregate_median_of_medians_and_mean(scores):
+    rows = {(r.model, r.condition, r.metric): r for r in report.aggregate(scores)}
+    per_track = [np.nanmedian(s.frames["SDR"]) for s in scores if s.model == "dedicated" and s.condition == "bass"]
+    r = rows[("dedicated", "bass", "SDR")]
+    assert r.median == pytest.approx(np.median(per_track), abs=1e-12)
+    assert r.mean == pytest.approx(np.mean(per_track), abs=1e-12)
+    assert r.tracks == 6
+    new = [s.new_sdr for s in scores if s.model == "conditioned" and s.condition == "drums+bass"]
+    assert rows[("conditioned", "drums+bass", report.NEW_SDR)].mean == pytest.approx(np.mean(new))
+
+
+def test_aggregate_matches_museval_evalstore(scores):
+    museval_aggregate = pytest.importorskip("museval.aggregate")
+    store = museval_aggregate.EvalStore()
+    for t in range(6):
+        track = museval_aggregate.TrackStore(track_name=f"track{t}")
+        for s in scores:
+            if s.model == "conditioned" and s.track == f"track{t}":
+                track.add_target(s.condition, {m: list(s.frames[m]) for m in report.METRICS})
+        store.add_track(track)
+    theirs = store.agg_frames_tracks_scores()
+    ours = {(r.condition, r.metric): r.median for r in report.aggregate(scores) if r.model == "conditioned"}
+    for (target, metric), value in theirs.items():
+        # museval quantises frames to 1e-5 dB in its JSON
+        assert ours[(target, metric)] == pytest.approx(float(value), abs=1e-4)
+
+
+def test_compare_paired_difference_and_wilcoxon(scores):
+    rows = report.compare(scores, conditioned="conditioned", dedicated="dedicated")
+    by = {(r.condition, r.metric): r for r in rows}
+    assert [c for c, m in by if m == "SDR"] == ["vocals", "drums", "bass", "other", "drums+bass"]
+    r = by[("vocals", "SDR")]
+    diffs = np.array([0.5 + 0.1 * t for t in range(6)])  # the frame medians shift by the same offset
+    assert r.median_diff == pytest.approx(np.median(diffs))
+    assert r.mean_diff == pytest.approx(np.mean(diffs))
+    assert r.p_value == pytest.approx(wilcoxon(diffs).pvalue)
+    assert (r.wins, r.tracks) == (6, 6)
+    assert by[("vocals", report.NEW_SDR)].median_diff == pytest.approx(1.0)
+
+
+def test_wilcoxon_edge_cases():
+    assert report.wilcoxon_p([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(report.wilcoxon_p([np.nan]))
+    assert report.wilcoxon_p([1.0, 2.0, np.nan, 3.0]) == pytest.approx(wilcoxon([1.0, 2.0, 3.0]).pvalue)
+
+
+def test_markdown_tables_show_medians_means_differences_and_costs(scores):
+    rows = report.aggregate(scores)
+    comparisons = report.compare(scores, conditioned="conditioned", dedicated="dedicated")
+    costs = [ModelCost("conditioned", "conditioned", 1234567, 2.0, 60.0, 6),
+             ModelCost("dedicated", "dedicated", 4000000, 6.0, 60.0, 6)]
+    text = report.markdown_tables(rows, comparisons=comparisons, costs=costs, title="test")
+    cell = {(r.model, r.condition, r.metric): r for r in rows}
+    r = cell[("conditioned", "vocals", "SDR")]
+    assert f"| conditioned | {r.median:.2f} ({r.mean:.2f}) |" in text
+    avg = np.mean([cell[("conditioned", s, "SDR")].median for s in ("vocals", "drums", "bass", "other")])
+    assert f"{avg:.2f} (" in text
+    for header in ("## SDR", "## SIR", "## SAR", "## ISR", "## new SDR", "conditioned minus dedicated", "## Cost"):
+        assert header in text
+    c = {(x.condition, x.metric): x for x in comparisons}[("bass", "SDR")]
+    assert f"{c.median_diff:+.2f} (p={c.p_value:.3f})" in text
+    assert "| conditioned | conditioned | 1,234,567 | 2.0 | 2.00 | 6 |" in text  # 2 s for 60 s: 2 s per minute
+
+
+def test_frames_and_results_csv(tmp_path, scores):
+    path = report.write_frames_csv(tmp_path / "frames.csv", scores)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(s.frames["SDR"]) for s in scores)
+    first = scores[0]
+    got = [float(r["SDR"]) for r in rows if (r["model"], r["track"], r["condition"]) ==
+           (first.model, first.track, first.condition)]
+    np.testing.assert_allclose(got, first.frames["SDR"], atol=1e-5)
+    assert rows[0]["sources"] == "vocals;x" and rows[1]["time"] == "1"
+
+    table = report.aggregate(scores)
+    comparisons = report.compare(scores, conditioned="conditioned", dedicated="dedicated")
+    path = report.write_results_csv(tmp_path / "results.csv", table, comparisons=comparisons,
+                                    costs=[ModelCost("conditioned", "conditioned", 10, 1.0, 2.0, 1)])
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("score") == len(table) and kinds.count("difference") == len(comparisons)
+    cost = rows[-1]
+    assert (cost["kind"], cost["parameters"], float(cost["real_time_factor"])) == ("cost", "10", 0.5)
+
+
+def test_plots_one_png_per_metric(tmp_path, scores):
+    paths = report.plot_metrics(tmp_path, scores)
+    assert sorted(p.name for p in paths) == ["isr.png", "new_sdr.png", "sar.png", "sdr.png", "sir.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
