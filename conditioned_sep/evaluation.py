@@ -1,0 +1,727 @@
+"""Separators over a test set -> per-track, per-condition BSS Eval v4 frames -> tables and plots.
+
+The question this module answers: does one conditioned model separate each stem as well as dedicated ones, and
+at what cost? Every model runs on every test track for every condition it can answer and is scored with BSS
+Eval v4 (:func:`conditioned_sep.metrics.bss_eval`), beside two reference rows computed on the same tracks: the
+oracle ideal ratio mask at the models' STFT (the upper bound of masking) and the mixture as the estimate (the
+floor).
+
+Scoring sets (SIR and SAR depend on the set of sources scored together):
+
+- a single stem is scored jointly with the other three: ``[vocals, drums, bass, other]``;
+- a sum such as ``drums+bass`` is scored as one source beside each stem it leaves out, ``[drums+bass, vocals,
+  other]``; ``accompaniment`` is the 2-source problem ``[accompaniment, vocals]``. The estimates beside the sum
+  are the model's own single-stem estimates (they only matter for BSS Eval's silent-frame rule).
+
+The oracle row is the ideal ratio mask at the first model's STFT, IRM2 by default (the power mask
+``|S_j|^2 / sum_k |S_k|^2`` of sigsep's oracle benchmarks; ``oracle="irm1"`` takes magnitudes), applied to the
+mixture STFT; a sum's mask is the sum of its stems' masks. The mixture row uses the mixture as every estimate.
+
+A model that cannot answer a stem of the scoring set (a dedicated set without a bass model) gets the mixture
+in its place, so that the set stays the same for every model; only the conditions it answers are reported.
+Dedicated sets answer a sum by summing their single-stem outputs, the conditioned model by its own ``z``.
+
+Results folder (``out``)::
+
+    results.md, results.csv        per-condition table, differences with Wilcoxon p, cost
+    frames.csv                     every frame of every model, track and condition
+    sdr.png sir.png sar.png isr.png new_sdr.png
+    museval/<model>/<split>/<track>.json   museval format (``museval.MethodStore().add_eval_dir``)
+    tracks/<model>/<track>.json    the resume cache: one file per model and track, written atomically
+
+Command line: ``python evaluate.py [CHECKPOINT_OR_SET ...] [--out DIR] [--musdb [PATH] | --folder PATH]`` (see
+:func:`add_arguments`); ``conditioned-sep evaluate`` is the same. API: :func:`evaluate` ``(EvalConfig) ->
+EvaluationResult``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import report
+from .audio import write_audio
+from .fileio import atomic_write_text
+from .report import ConditionScores, ModelCost
+from .stems import STEMS, StemQuery, parse_queries
+
+DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
+"""Sums of stems evaluated besides the four single stems."""
+
+DEFAULT_RUN = Path("runs/default")
+"""Where ``python train.py`` leaves its models; evaluated when no checkpoint is given."""
+
+ORACLES = ("irm2", "irm1", "none")
+CACHE_VERSION = 1
+_FALLBACK_STFT = (4096, 1024)
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input: no checkpoint found, an unknown dataset, a bad sum, a name used twice."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What to evaluate
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model row: a conditioned checkpoint, or a set of checkpoints (one dedicated model per stem)."""
+
+    name: str
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The test tracks: ``kind`` is "default" (embedded synthetic songs), "musdb" or "folder"."""
+
+    kind: str = "default"
+    root: Path | None = None
+    split: str = "test"
+    limit: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Everything one evaluation run needs. ``jobs`` > 1 scores tracks in that many processes."""
+
+    models: list[ModelSpec]
+    out: Path = Path("results")
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    sums: tuple[str, ...] = DEFAULT_SUMS
+    oracle: str = "irm2"
+    mixture: bool = True
+    jobs: int = 1
+    estimates: Path | None = None
+    niter: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    restart: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.estimates = None if self.estimates is None else Path(self.estimates)
+        self.sums = tuple(self.sums)
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    for name in ("best.ckpt", "last.ckpt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _name_of_file(path: Path) -> str:
+    return path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+
+
+def discover_models(specs: Sequence[str]) -> list[ModelSpec]:
+    """Turn command-line model arguments into model rows.
+
+    Each argument is ``[NAME=]PATH[,PATH...]``:
+
+    - a checkpoint file: one model, named after the file (or its folder for ``best.ckpt`` / ``last.ckpt``);
+    - a folder holding ``best.ckpt`` (or ``last.ckpt``): one model named after the folder;
+    - a training run folder (``train.py --out``): its ``conditioned/`` (and any other non-dedicated subfolder)
+      as one model each, and all of its ``dedicated-<stem>/`` subfolders together as one set named "dedicated";
+    - several comma-separated paths: one set of dedicated checkpoints, named "dedicated" unless NAME is given.
+    """
+    models: list[ModelSpec] = []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep or "/" in name or os.sep in name or not name:
+            name, rest = "", spec
+        parts = [Path(p) for p in rest.split(",") if p.strip()]
+        if not parts:
+            raise EvaluationError(f"empty model argument {spec!r}; pass a checkpoint, a folder or NAME=PATH")
+        for p in parts:
+            if not p.exists():
+                raise EvaluationError(f"checkpoint or folder not found: {p} (from {spec!r}); train first "
+                                      "(python train.py) or pass an existing checkpoint")
+        if len(parts) > 1:
+            files = [p if p.is_file() else _checkpoint_in(p) for p in parts]
+            missing = [str(p) for p, f in zip(parts, files) if f is None]
+            if missing:
+                raise EvaluationError(f"no best.ckpt or last.ckpt in {', '.join(missing)}")
+            models.append(ModelSpec(name or "dedicated", tuple(files)))
+            continue
+        path = parts[0]
+        if path.is_file():
+            models.append(ModelSpec(name or _name_of_file(path), (path,)))
+            continue
+        own = _checkpoint_in(path)
+        if own is not None:
+            models.append(ModelSpec(name or path.name, (own,)))
+            continue
+        found: list[ModelSpec] = []
+        dedicated: list[Path] = []
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            ckpt = _checkpoint_in(sub)
+            if ckpt is None:
+                continue
+            if sub.name.startswith("dedicated-"):
+                dedicated.append(ckpt)
+            else:
+                found.append(ModelSpec(f"{name}-{sub.name}" if name else sub.name, (ckpt,)))
+        if dedicated:
+            # vocabulary order, so that the set's stems read naturally
+            order = {f"dedicated-{s}": i for i, s in enumerate(STEMS)}
+            dedicated.sort(key=lambda c: order.get(c.parent.name, len(order)))
+            found.append(ModelSpec(f"{name}-dedicated" if name else "dedicated", tuple(dedicated)))
+        if not found:
+            raise EvaluationError(
+                f"no checkpoint in {path}: expected best.ckpt, or subfolders conditioned/ and dedicated-<stem>/ "
+                "holding best.ckpt (the layout train.py writes)"
+            )
+        models.extend(found)
+    names = [m.name for m in models]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise EvaluationError(f"model name(s) {', '.join(twice)} used twice; name each row: NAME=PATH")
+    for reserved in ("mixture", "oracle-irm1", "oracle-irm2"):
+        if reserved in names:
+            raise EvaluationError(f"model name {reserved!r} is reserved for a reference row; pass NAME=PATH")
+    return models
+
+
+def parse_sums(sums: str | Sequence[str]) -> list[StemQuery]:
+    """Sum conditions (e.g. "accompaniment,drums+bass"); "none" or "" for none. Each must sum 2 or 3 stems."""
+    if isinstance(sums, str):
+        if sums.strip().lower() in ("", "none"):
+            return []
+        items = sums.split(",")
+    else:
+        items = list(sums)
+    if not items:
+        return []
+    queries = parse_queries(items)
+    for q in queries:
+        if not 2 <= len(q.stems) < len(STEMS):
+            raise EvaluationError(
+                f"sum condition {q.name!r} = {'+'.join(q.stems)}: a sum must name 2 to {len(STEMS) - 1} stems "
+                "(single stems are always evaluated; the sum of all stems is the mixture)"
+            )
+    return queries
+
+
+def scoring_set(query: StemQuery) -> tuple[str, ...]:
+    """The sources scored jointly for a condition: the condition, then each stem it leaves out."""
+    if query.is_single:
+        return (query.stems[0], *(s for s in STEMS if s != query.stems[0]))
+    return (query.name, *(s for s in STEMS if s not in query.stems))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Test tracks
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_tracks(dataset: DatasetSpec) -> list:
+    """The test tracks of ``dataset``, sorted by name, the first ``limit`` of them when set."""
+    if dataset.kind == "default":
+        from .data.folder import list_tracks
+        from .data.synthetic import ensure_default_dataset
+
+        root = ensure_default_dataset(dataset.root)
+        tracks = list_tracks(root, dataset.split)
+    elif dataset.kind == "folder":
+        from .data.folder import list_tracks
+
+        tracks = list_tracks(dataset.root, dataset.split)
+    elif dataset.kind == "musdb":
+        from .data.musdb import musdb_tracks
+
+        tracks = musdb_tracks(dataset.root, dataset.split)
+    else:
+        raise EvaluationError(f"unknown dataset kind {dataset.kind!r}; use default, folder or musdb")
+    tracks = sorted(tracks, key=lambda t: t.name)
+    if dataset.limit is not None:
+        tracks = tracks[: dataset.limit]
+    if not tracks:
+        raise EvaluationError(f"no track in the {dataset.split} split of {dataset.root or 'the default dataset'}")
+    return tracks
+
+
+def _safe(name: str) -> str:
+    """A file name for a model or track name: characters other than letters, digits, space and ``.()-&,'+_``
+    become ``_``."""
+    return re.sub(r"[^\w .()\-&,'+]", "_", name).strip() or "_"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models and reference rows
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Row:
+    """One row of the results: a separator, the oracle or the mixture. ``estimate`` returns numpy estimates."""
+
+    name: str
+    kind: str
+    stems: tuple[str, ...]
+    num_parameters: int | None = None
+    fingerprint: str
+
+    def estimate(self, mixture: np.ndarray, references: np.ndarray, queries: list[StemQuery], rate: int
+                 ) -> tuple[dict[str, np.ndarray], float]:
+        raise NotImplementedError
+
+
+class _SeparatorRow(_Row):
+    def __init__(self, spec: ModelSpec, *, niter: int, device: str) -> None:
+        from .separator import Separator
+
+        paths = [str(p) for p in spec.paths]
+        self.separator = Separator.load(paths[0] if len(paths) == 1 else paths, niter=niter, device=device)
+        self.name = spec.name
+        self.kind = "conditioned" if self.separator.is_conditioned else "dedicated"
+        self.stems = tuple(self.separator.stems)
+        self.num_parameters = int(self.separator.num_parameters)
+        self.fingerprint = "|".join([*(_sha256(p) for p in spec.paths), f"niter={niter}"])
+        # one short pass first, so that one-time start-up costs (thread pools, allocator) are not timed
+        rate = self.separator.sample_rate
+        self.separator.separate(np.zeros((2, rate // 2), np.float32), stems=list(self.stems), sample_rate=rate)
+
+    def stft_size(self) -> tuple[int, int]:
+        return int(self.separator.config.n_fft), int(self.separator.config.hop_length)
+
+    def estimate(self, mixture, references, queries, rate):
+        singles = [q for q in queries if q.is_single]
+        sums = [q for q in queries if not q.is_single]
+        start = time.perf_counter()
+        out = self.separator.separate(mixture, stems=[q.name for q in singles], sample_rate=rate)
+        seconds = time.perf_counter() - start
+        estimates = {k: _np(v) for k, v in out.items()}
+        if sums and self.kind == "conditioned":
+            out = self.separator.separate(mixture, stems=[q.name for q in sums], sample_rate=rate)
+            estimates.update({k: _np(v) for k, v in out.items()})
+        else:
+            for q in sums:  # a dedicated set answers a sum with the sum of its models' outputs
+                estimates[q.name] = sum(estimates[s] for s in q.stems)
+        return estimates, seconds
+
+
+class _OracleRow(_Row):
+    """Ideal ratio mask from the true stems at a given STFT: ``|S_j|^p / sum_k |S_k|^p`` applied to the mixture
+    STFT, p = 2 (IRM2, the power mask of sigsep's oracle benchmarks) or 1 (IRM1). A sum's mask is the sum of its
+    stems' masks."""
+
+    def __init__(self, kind: str, *, n_fft: int, hop_length: int) -> None:
+        from .spectral import ISTFT, STFT
+
+        self.power = {"irm1": 1, "irm2": 2}[kind]
+        self.name, self.kind, self.stems = f"oracle-{kind}", "reference", STEMS
+        self.stft, self.istft = STFT(n_fft=n_fft, hop_length=hop_length), ISTFT(n_fft=n_fft, hop_length=hop_length)
+        self.fingerprint = f"{self.name}|{n_fft}|{hop_length}"
+
+    @torch.no_grad()
+    def estimate(self, mixture, references, queries, rate):
+        # s: sources, c: channels, f: freq, t: frames
+        refs = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
+        spec = self.stft(refs)  # (s, c, f, t)
+        weight = spec.abs() ** self.power
+        masks = weight / weight.sum(0, keepdim=True).clamp_min(1e-12)
+        mix_spec = spec.sum(0)  # (c, f, t)
+        estimates = {}
+        for q in queries:
+            mask = sum(masks[STEMS.index(s)] for s in q.stems)
+            estimates[q.name] = self.istft((mask * mix_spec)[None], length=refs.shape[-1])[0].numpy()
+        return estimates, 0.0
+
+
+class _MixtureRow(_Row):
+    def __init__(self) -> None:
+        self.name, self.kind, self.stems, self.fingerprint = "mixture", "reference", STEMS, "mixture"
+
+    def estimate(self, mixture, references, queries, rate):
+        return {q.name: mixture for q in queries}, 0.0
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _build_rows(config: EvalConfig) -> list[_Row]:
+    rows: list[_Row] = [_SeparatorRow(spec, niter=config.niter, device=config.device) for spec in config.models]
+    if config.oracle != "none":
+        size = rows[0].stft_size() if rows else _FALLBACK_STFT  # the STFT of the first model
+        rows.append(_OracleRow(config.oracle, n_fft=size[0], hop_length=size[1]))
+    if config.mixture:
+        rows.append(_MixtureRow())
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring one track
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _conditions_for(row: _Row, sums: list[StemQuery]) -> list[StemQuery]:
+    singles = [StemQuery(s, (s,)) for s in STEMS if s in row.stems]
+    answered = set(row.stems) if row.kind != "conditioned" else set(STEMS)
+    return singles + [q for q in sums if set(q.stems) <= answered]
+
+
+def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.ndarray,
+           estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int) -> list[ConditionScores]:
+    """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring)."""
+    from .metrics import bss_eval, new_sdr
+
+    refs = {s: references[i] for i, s in enumerate(STEMS)}
+    ests = {s: estimates.get(s, mixture) for s in STEMS}  # a stem the row cannot answer: the mixture stands in
+    scores: list[ConditionScores] = []
+    singles = [q for q in queries if q.is_single]
+    if singles:
+        ref, est = np.stack([refs[s] for s in STEMS]), np.stack([ests[s] for s in STEMS])
+        result, whole = bss_eval(ref, est, sample_rate=rate), new_sdr(ref, est)
+        for q in singles:
+            i = STEMS.index(q.stems[0])
+            scores.append(_condition_scores(row_name, track_name, q.name, scoring_set(q), result, i, whole[i]))
+    for q in queries:
+        if q.is_single:
+            continue
+        sources = scoring_set(q)
+        ref = np.stack([sum(refs[s] for s in q.stems), *(refs[s] for s in sources[1:])])
+        est = np.stack([estimates[q.name], *(ests[s] for s in sources[1:])])
+        result = bss_eval(ref, est, sample_rate=rate)
+        scores.append(_condition_scores(row_name, track_name, q.name, sources, result, 0,
+                                        new_sdr(ref[:1], est[:1])[0]))
+    return scores
+
+
+def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
+    frames = {m: np.asarray(getattr(result, m.lower())[index], dtype=np.float64) for m in report.METRICS}
+    return ConditionScores(model=model, track=track, condition=condition, sources=tuple(sources), frames=frames,
+                           new_sdr=float(nsdr), win=result.window / result.sample_rate,
+                           hop=result.hop / result.sample_rate)
+
+
+@dataclass
+class _TrackRecord:
+    """One model on one track: its scores and the time its separation took (the resume cache's content)."""
+
+    model: str
+    track: str
+    fingerprint: str
+    scores: list[ConditionScores]
+    seconds: float
+    audio_seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": CACHE_VERSION, "model": self.model, "track": self.track, "fingerprint": self.fingerprint,
+            "seconds": self.seconds, "audio_seconds": self.audio_seconds, "scores": [s.to_dict() for s in self.scores],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> _TrackRecord:
+        data = json.loads(text)
+        if data.get("version") != CACHE_VERSION:
+            raise ValueError(f"cache version {data.get('version')} != {CACHE_VERSION}")
+        return cls(model=data["model"], track=data["track"], fingerprint=data["fingerprint"],
+                   scores=[ConditionScores.from_dict(s) for s in data["scores"]], seconds=float(data["seconds"]),
+                   audio_seconds=float(data["audio_seconds"]))
+
+
+def _record_fingerprint(row: _Row, config: EvalConfig, sums: list[StemQuery]) -> str:
+    """What a cached record must match to be reused: the row (checkpoint hashes, settings), its conditions and
+    the dataset; anything else changed means the track is scored again."""
+    conditions = ",".join(q.name for q in _conditions_for(row, sums))
+    data = config.dataset
+    return f"{row.fingerprint}|conditions={conditions}|data={data.kind}:{data.root}:{data.split}"
+
+
+def _cache_path(out: Path, model: str, track: str) -> Path:
+    return out / "tracks" / _safe(model) / f"{_safe(track)}.json"
+
+
+def _read_cache(out: Path, row_name: str, track: str, fingerprint: str) -> _TrackRecord | None:
+    path = _cache_path(out, row_name, track)
+    if not path.is_file():
+        return None
+    try:
+        record = _TrackRecord.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as err:  # a stale or foreign file: score the track again
+        print(f"evaluate: ignoring unreadable cache {path} ({err}); scoring again", file=sys.stderr)
+        return None
+    return record if record.fingerprint == fingerprint and record.track == track else None
+
+
+def _write_outputs_for_track(config: EvalConfig, record: _TrackRecord, split: str) -> None:
+    path = _cache_path(config.out, record.model, record.track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if record.scores:
+        first = record.scores[0]
+        report.write_museval_json(config.out / "museval" / _safe(record.model),
+                                  {s.condition: s.frames for s in record.scores}, track_name=_safe(record.track),
+                                  subset=split, window=first.win, hop=first.hop)
+    # the cache last: a track counts as done only when all of its files exist
+    atomic_write_text(path, record.to_json())
+
+
+def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig, sums: list[StemQuery]
+                    ) -> list[_TrackRecord]:
+    rate = int(track.sample_rate)
+    references = np.asarray(track.load(stems=STEMS), dtype=np.float32)  # (4, c, samples)
+    mixture = references.sum(0)
+    records = []
+    for row in rows:
+        if row.name not in todo:
+            continue
+        queries = _conditions_for(row, sums)
+        estimates, seconds = row.estimate(mixture, references, queries, rate)
+        if config.estimates is not None and row.kind != "reference":
+            folder = config.estimates / _safe(row.name) / track_split(track, config) / _safe(track.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            for q in queries:
+                write_audio(folder / f"{q.name}.wav", estimates[q.name], rate, subtype="FLOAT")
+        scores = _score(row.name, track.name, references, mixture, estimates, queries, rate)
+        record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, sums),
+                              scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
+        _write_outputs_for_track(config, record, track_split(track, config))
+        records.append(record)
+    return records
+
+
+def track_split(track, config: EvalConfig) -> str:
+    return str(getattr(track, "split", None) or config.dataset.split)
+
+
+# worker processes (jobs > 1): rows and tracks are built once per process
+_WORKER: dict = {}
+
+
+def _init_worker(config: EvalConfig, threads: int) -> None:
+    torch.set_num_threads(threads)  # a worker process of our own: share the cores between workers
+    _WORKER["config"] = config
+    _WORKER["rows"] = _build_rows(config)
+    _WORKER["tracks"] = {t.name: t for t in load_tracks(config.dataset)}
+    _WORKER["sums"] = parse_sums(list(config.sums))
+
+
+def _worker_task(track_name: str, todo: list[str]) -> list[_TrackRecord]:
+    w = _WORKER
+    return _evaluate_track(w["tracks"][track_name], w["rows"], todo, w["config"], w["sums"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` returns: every score, the aggregate table, the differences, the costs, the markdown,
+    and the files written."""
+
+    scores: list[ConditionScores]
+    table: list[report.AggregateRow]
+    comparisons: list[report.ComparisonRow]
+    costs: list[ModelCost]
+    markdown: str
+    files: dict[str, Path]
+
+
+def evaluate(config: EvalConfig) -> EvaluationResult:
+    """Run (or resume) an evaluation and write the results folder; see the module docstring."""
+    sums = parse_sums(list(config.sums))
+    if config.oracle not in ORACLES:
+        raise EvaluationError(f"unknown oracle {config.oracle!r}; use one of {', '.join(ORACLES)}")
+    if config.jobs < 1:
+        raise EvaluationError(f"jobs must be >= 1, got {config.jobs}")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.estimates is not None:
+        Path(config.estimates).mkdir(parents=True, exist_ok=True)
+    tracks = load_tracks(config.dataset)
+    rows = _build_rows(config)
+    if not rows:
+        raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")
+
+    records: dict[tuple[str, str], _TrackRecord] = {}
+    todo: dict[str, list[str]] = {}
+    for track in tracks:
+        for row in rows:
+            fingerprint = _record_fingerprint(row, config, sums)
+            cached = None if config.restart else _read_cache(out, row.name, track.name, fingerprint)
+            if cached is not None:
+                records[(row.name, track.name)] = cached
+            else:
+                todo.setdefault(track.name, []).append(row.name)
+    if todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="evaluate", unit="track", disable=not config.progress, file=sys.stderr)
+        if records:
+            bar.write(f"evaluate: resuming, {len(tracks) - len(todo)} of {len(tracks)} tracks already scored")
+        by_name = {t.name: t for t in tracks}
+        try:
+            if config.jobs == 1:
+                for name, wanted in todo.items():
+                    for record in _evaluate_track(by_name[name], rows, wanted, config, sums):
+                        records[(record.model, record.track)] = record
+                    bar.update(1)
+            else:
+                _evaluate_parallel(config, todo, records, bar)
+        finally:
+            bar.close()
+    return _finish(config, rows, tracks, records)
+
+
+def _notes(rows: list[_Row]) -> str:
+    """How the table was made, for a reader of results.md."""
+    notes = ["BSS Eval v4 (1 s frames). A single stem is scored jointly with the other three stems; a sum beside "
+             "each stem it leaves out (accompaniment: [accompaniment, vocals]; drums+bass: [drums+bass, vocals, "
+             "other]). Dedicated sets answer a sum with the sum of their outputs."]
+    oracle = next((r for r in rows if isinstance(r, _OracleRow)), None)
+    if oracle is not None:
+        notes.append(f"{oracle.name}: ideal ratio mask |S_j|^{oracle.power} / sum_k |S_k|^{oracle.power} at "
+                     f"n_fft {oracle.stft.n_fft}, hop {oracle.stft.hop_length} (the first model's STFT).")
+    if any(isinstance(r, _MixtureRow) for r in rows):
+        notes.append("mixture: the mixture as every estimate (the floor).")
+    return "Notes: " + " ".join(notes) + "\n"
+
+
+def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], records: dict, bar) -> None:
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    # spawn, not fork: a forked torch with live OpenMP threads can hang
+    pool = ProcessPoolExecutor(max_workers=config.jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(config, threads))
+    try:
+        futures = [pool.submit(_worker_task, name, wanted) for name, wanted in todo.items()]
+        for future in as_completed(futures):
+            for record in future.result():
+                records[(record.model, record.track)] = record
+            bar.update(1)
+    except BaseException:
+        # Ctrl-C or a failed track: drop the queued tracks now (running ones finish and are cached atomically)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> EvaluationResult:
+    out = Path(config.out)
+    scores = [s for row in rows for t in tracks for s in records[(row.name, t.name)].scores]
+    table = report.aggregate(scores)
+    comparisons = [c for a in rows if a.kind == "conditioned" for b in rows if b.kind == "dedicated"
+                   for c in report.compare(scores, conditioned=a.name, dedicated=b.name)]
+    costs = []
+    for row in rows:
+        mine = [records[(row.name, t.name)] for t in tracks]
+        costs.append(ModelCost(model=row.name, kind=row.kind, num_parameters=row.num_parameters,
+                               seconds=sum(r.seconds for r in mine), audio_seconds=sum(r.audio_seconds for r in mine),
+                               tracks=len(mine)))
+    source = {"default": "the embedded default dataset", "folder": f"{config.dataset.root}",
+              "musdb": f"MUSDB18 at {config.dataset.root or '$MUSDB_PATH'}"}[config.dataset.kind]
+    n = len(tracks)
+    title = f"{n} track{'s' if n != 1 else ''} of the {config.dataset.split} split of {source}"
+    markdown = report.markdown_tables(table, comparisons=comparisons, costs=costs, title=title) + _notes(rows)
+    files = {
+        "results.md": out / "results.md",
+        "results.csv": report.write_results_csv(out / "results.csv", table, comparisons=comparisons, costs=costs),
+        "frames.csv": report.write_frames_csv(out / "frames.csv", scores),
+    }
+    atomic_write_text(files["results.md"], markdown)
+    for path in report.plot_metrics(out, scores):
+        files[path.name] = path
+    return EvaluationResult(scores=scores, table=table, comparisons=comparisons, costs=costs, markdown=markdown,
+                            files=files)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line (evaluate.py and `conditioned-sep evaluate` share it)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The evaluation options, on ``parser``."""
+    parser.add_argument("models", nargs="*", metavar="CHECKPOINT_OR_SET",
+                        help="[NAME=]PATH[,PATH...]: a checkpoint, a folder with best.ckpt, a training run folder "
+                             "(conditioned/ and dedicated-<stem>/ subfolders), or comma-separated dedicated "
+                             f"checkpoints; default {DEFAULT_RUN}")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--musdb", nargs="?", const="", metavar="PATH",
+                      help="evaluate on MUSDB18 or MUSDB18-HQ (the root; without PATH, $MUSDB_PATH)")
+    data.add_argument("--folder", type=Path, metavar="PATH", help="a stem folder <split>/<track>/<stem>.wav")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--tracks", type=int, default=None, metavar="N", help="only the first N tracks (by name)")
+    parser.add_argument("--sums", default=",".join(DEFAULT_SUMS),
+                        help=f"sum conditions, comma-separated, or none (default: {','.join(DEFAULT_SUMS)})")
+    parser.add_argument("--oracle", choices=ORACLES, default="irm2",
+                        help="oracle ideal ratio mask row: irm2 (power), irm1 (magnitude) or none (default: irm2)")
+    parser.add_argument("--no-mixture", action="store_true", help="leave out the mixture-as-estimate row")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="score tracks in N processes")
+    parser.add_argument("--estimates", type=Path, metavar="DIR",
+                        help="also write the separated stems: DIR/<model>/<split>/<track>/<condition>.wav")
+    parser.add_argument("--niter", type=int, default=0, help="Wiener filter iterations of the separators")
+    parser.add_argument("--device", default="cpu", help="torch device of the separators (default: cpu)")
+    parser.add_argument("--restart", action="store_true", help="score every track again (ignore the cache)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(
+        prog=prog, description="Evaluate conditioned and dedicated separators (BSS Eval v4) beside the oracle and "
+                               "the mixture, per condition, and compare them."))
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    specs = args.models
+    if not specs:
+        if not DEFAULT_RUN.exists():
+            raise EvaluationError(f"no checkpoint given and {DEFAULT_RUN} does not exist: train first "
+                                  "(python train.py) or pass CHECKPOINT_OR_SET")
+        specs = [str(DEFAULT_RUN)]
+    if args.musdb is not None:
+        dataset = DatasetSpec("musdb", Path(args.musdb) if args.musdb else None, args.split, args.tracks)
+    elif args.folder is not None:
+        dataset = DatasetSpec("folder", args.folder, args.split, args.tracks)
+    else:
+        dataset = DatasetSpec("default", None, args.split, args.tracks)
+    return EvalConfig(
+        models=discover_models(specs), out=args.out, dataset=dataset, sums=tuple(q.name for q in parse_sums(args.sums)),
+        oracle=args.oracle, mixture=not args.no_mixture, jobs=args.jobs, estimates=args.estimates, niter=args.niter,
+        device=args.device, progress=not args.no_progress, restart=args.restart,
+    )
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """``python evaluate.py ...``: prints the markdown table; returns the exit code (errors are printed)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        result = evaluate(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    print(f"results in {config.out}/ (results.md, results.csv, frames.csv, *.png, museval/)", file=sys.stderr)
+    return 0
