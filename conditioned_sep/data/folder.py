@@ -1,0 +1,131 @@
+"""Any folder of stems laid out like MUSDB18-HQ: ``<root>/<split>/<track>/<stem>.wav``.
+
+A stem missing from a track is silence. A ``mixture.wav`` is not needed (the mixture is the sum of the
+stems). Files are read with soundfile, whole or as an excerpt (``start``, ``length`` in samples).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ..audio import AudioError, resample
+from ..stems import STEMS
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used: missing root, empty split, unknown stem, inconsistent files."""
+
+
+@dataclass
+class Track:
+    """One song: where its stems are (``None`` = silent or missing), its rate (Hz) and length (samples)."""
+
+    name: str
+    split: str
+    stem_paths: dict[str, Path | None]
+    sample_rate: int
+    num_samples: int
+    channels: int = 2
+    folder: Path | None = field(default=None, compare=False)
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_samples / self.sample_rate
+
+    def has(self, stem: str) -> bool:
+        return self.stem_paths.get(stem) is not None
+
+    def load(self, *, stems: Sequence[str] = STEMS, sample_rate: int | None = None, start: int = 0,
+             length: int | None = None) -> np.ndarray:
+        """Stems as float32 ``(n_stems, channels, samples)``; silence for a stem the track lacks.
+
+        ``start`` / ``length`` select an excerpt in samples at the file's rate (read from disk, not sliced
+        after loading); an excerpt past the end is zero-padded. ``sample_rate`` resamples the result.
+        """
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        length = self.num_samples - start if length is None else length
+        if length <= 0:
+            raise ValueError(f"excerpt of {self.name} starting at sample {start} is empty (track has {self.num_samples})")
+        out = np.zeros((len(stems), self.channels, length), dtype=np.float32)
+        for i, stem in enumerate(stems):
+            if stem not in self.stem_paths:
+                raise DatasetError(f"track {self.name} was listed without stem {stem!r}; list it with stems=...")
+            path = self.stem_paths[stem]
+            if path is None or start >= self.num_samples:
+                continue
+            data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
+            data = data.T  # (channels, samples)
+            out[i, :, : data.shape[1]] = data if data.shape[0] == self.channels else data.mean(0, keepdims=True)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            out = resample(out, orig_rate=self.sample_rate, target_rate=sample_rate)
+        return out
+
+
+def _stem_file(folder: Path, stem: str) -> Path | None:
+    for suffix in AUDIO_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_track(folder: str | os.PathLike, *, split: str = "", stems: Sequence[str] = STEMS) -> Track | None:
+    """The :class:`Track` in ``folder`` (``<stem>.wav`` or ``.flac`` files), or None when it holds no stem."""
+    folder = Path(folder)
+    paths = {stem: _stem_file(folder, stem) for stem in stems}
+    present = [p for p in paths.values() if p is not None]
+    if not present:
+        return None
+    infos = []
+    for path in present:
+        try:
+            infos.append(sf.info(str(path)))
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise AudioError(f"cannot read audio file {path}: {err}") from err
+    rates = {info.samplerate for info in infos}
+    if len(rates) > 1:
+        raise DatasetError(f"stems of {folder} have different sample rates {sorted(rates)}; resample them to one rate")
+    channels = max(info.channels for info in infos)
+    if channels > 2:
+        raise DatasetError(f"a stem of {folder} has {channels} channels; only mono and stereo stems are supported")
+    return Track(name=folder.name, split=split, stem_paths=paths, sample_rate=rates.pop(),
+                 num_samples=max(info.frames for info in infos), channels=channels, folder=folder)
+
+
+def list_tracks(root: str | os.PathLike, split: str, *, stems: Sequence[str] = STEMS) -> list[Track]:
+    """Every track of ``<root>/<split>/`` (sorted by name). Tracks without any stem file are skipped.
+
+    Raises :class:`DatasetError` naming the folder when the root or the split is missing or holds no track.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset folder {root} does not exist; pass a folder laid out <split>/<track>/<stem>.wav, "
+            "or train on the default data (python train.py without --folder / --musdb)"
+        )
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DatasetError(f"no split folder {split_dir} (found {found or 'no folder'}); "
+                           f"the layout is <root>/{split}/<track>/<stem>.wav")
+    tracks = []
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        track = read_track(folder, split=split, stems=stems)
+        if track is not None:
+            tracks.append(track)
+    if not tracks:
+        raise DatasetError(
+            f"split folder {split_dir} holds no track: expected sub-folders with any of "
+            f"{', '.join(s + '.wav' for s in stems)}"
+        )
+    return tracks

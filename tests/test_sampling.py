@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from conditioned_sep.data.folder import DatasetError, list_tracks
+from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
+from conditioned_sep.stems import STEMS, UnknownStemError
+
+SEG = 4096
+
+
+@pytest.fixture(scope="module")
+def bank(tiny_synthetic):
+    return StemBank(list_tracks(tiny_synthetic, "train"))
+
+
+def test_examples_shapes_and_mixture_is_sum_of_sources(bank):
+    data = TrainingExamples(bank, SamplingConfig(segment=SEG), seed=1)
+    for i in range(40):
+        ex = data[i]
+        assert ex["mixture"].shape == ex["target"].shape == (2, SEG)
+        assert ex["sources"].shape == (4, 2, SEG) and ex["z"].shape == (4,)
+        assert all(v.dtype == torch.float32 for v in ex.values())
+        torch.testing.assert_close(ex["sources"].sum(0), ex["mixture"], atol=1e-6, rtol=0)
+        # the target is the z-weighted sum of the augmented sources (scaled subsets included)
+        torch.testing.assert_close(torch.einsum("s,sct->ct", ex["z"], ex["sources"]), ex["target"],
+                                   atol=1e-6, rtol=0)
+
+
+def test_same_seed_and_index_give_the_same_example(bank):
+    a = TrainingExamples(bank, SamplingConfig(segment=SEG), seed=3)
+    b = TrainingExamples(bank, SamplingConfig(segment=SEG), seed=3)
+    c = TrainingExamples(bank, SamplingConfig(segment=SEG), seed=4)
+    for key in ("mixture", "target", "z"):
+        torch.testing.assert_close(a[17][key], b[17][key], atol=0, rtol=0)
+    assert not torch.equal(a[17]["mixture"], c[17]["mixture"])
+    batch = a.batch([17, 18])
+    assert batch["mixture"].shape == (2, 2, SEG)
+    torch.testing.assert_close(batch["target"][0], a[17]["target"], atol=0, rtol=0)
+
+
+def test_condition_mix_matches_the_recipe(bank):
+    config = SamplingConfig(segment=SEG, onehot_prob=0.6, subset_prob=0.25, zero_prob=0.15, scale_prob=0.3)
+    data = TrainingExamples(bank, config, seed=0)
+    rng = np.random.default_rng(0)
+    zs = np.stack([data.draw_condition(rng) for _ in range(4000)])
+    count = zs.sum(1)
+    assert abs((count == 1).mean() - 0.6) < 0.03
+    assert abs((count >= 2).mean() - 0.25) < 0.03
+    assert abs((count == 0).mean() - 0.15) < 0.03
+    assert set(np.unique(count)) == {0, 1, 2, 3, 4}  # subsets up to all four stems
+    # scaled targets: z values strictly between 0 and 1 in about scale_prob of the non-zero conditions
+    z = np.stack([data[i]["z"].numpy() for i in range(300)])
+    nonzero = z[z.sum(1) > 0]
+    scaled = ((nonzero > 0) & (nonzero < 1)).any(1).mean()
+    assert 0.18 < scaled < 0.42
+
+
+def test_silent_targets_kept_at_a_controlled_rate(bank):
+    def silent_share(rate):
+        config = SamplingConfig(segment=SEG, target="vocals", silent_target_rate=rate, scale_prob=0.0)
+        data = TrainingExamples(bank, config, seed=5)
+        # silence: below -50 dB before the per-stem gain (>= 0.25, i.e. -12 dB)
+        return np.mean([float(data[i]["target"].pow(2).mean()) < 10 ** (-6.2) for i in range(200)])
+
+    assert silent_share(0.0) == 0.0
+    assert 0.1 < silent_share(0.5) <= 0.5  # only the kept ones can be silent, and not all of them are
+
+
+def test_dedicated_examples_target_the_stem_and_remix_takes_other_songs(bank):
+    data = TrainingExamples(bank, SamplingConfig(segment=SEG, target="bass", remix_prob=1.0, gain_range=(1, 1),
+                                                 channel_swap_prob=0.0, scale_prob=0.0), seed=2)
+    ex = data[0]
+    torch.testing.assert_close(ex["target"], ex["sources"][2], atol=0, rtol=0)
+    assert ex["z"].tolist() == [0, 0, 1, 0]
+
+
+def test_gain_and_channel_swap_change_sources(hq_folder):
+    tracks = list_tracks(hq_folder, "train")[:1]  # track a: tones with louder right channel
+    plain = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(1, 1), channel_swap_prob=0,
+                                                              silent_target_rate=1.0), seed=0)
+    swapped = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(1, 1),
+                                                                channel_swap_prob=1, silent_target_rate=1.0), seed=0)
+    a, b = plain[0]["sources"], swapped[0]["sources"]
+    assert torch.all(a[:, 1].abs().amax(-1) > a[:, 0].abs().amax(-1))
+    torch.testing.assert_close(b, a.flip(1), atol=0, rtol=0)
+    gains = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(0.25, 1.25)), seed=0)
+    ratio = gains[0]["sources"].abs().amax((1, 2)) / a.abs().amax((1, 2))
+    assert torch.all((ratio > 0.24) & (ratio < 1.26)) and ratio.std() > 0.01
+
+
+def test_stem_the_data_lacks_and_bad_config_are_clear_errors(hq_folder, tmp_path):
+    tracks = [t for t in list_tracks(hq_folder, "train") if t.name == "b"]  # b has no bass
+    with pytest.raises(DatasetError, match="no training track holds the stem 'bass'"):
+        TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, target="bass"))
+    with pytest.raises(UnknownStemError, match="piano"):
+        SamplingConfig(segment=SEG, target="piano")
+    with pytest.raises(ValueError, match="segment"):
+        SamplingConfig(segment=0)
+
+
+def test_streaming_bank_reads_the_same_excerpts_as_preloaded(hq_folder):
+    tracks = list_tracks(hq_folder, "train")
+    mem, disk = StemBank(tracks), StemBank(tracks, preload_bytes=0)
+    assert mem.audio is not None and disk.audio is None
+    np.testing.assert_array_equal(mem.excerpt(1, 0, 100, 500), disk.excerpt(1, 0, 100, 500))
+    np.testing.assert_array_equal(mem.has_stem, disk.has_stem)
+    assert not mem.has_stem[1, STEMS.index("bass")]
+
+
+def test_validation_excerpts_are_fixed_middle_parts(tiny_synthetic):
+    tracks = list_tracks(tiny_synthetic, "valid")
+    items = validation_excerpts(tracks, seconds=1.0)
+    assert [name for name, _ in items] == [t.name for t in tracks]
+    whole = tracks[0].load()
+    start = (whole.shape[-1] - 44100) // 2
+    np.testing.assert_array_equal(items[0][1], whole[:, :, start:start + 44100])
