@@ -75,6 +75,13 @@ class ModelConfig:
             problems.append("channels must name at least one block")
         if self.kernel_size % 2 == 0:
             problems.append(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.n_fft <= 0 or self.n_fft % 2:
+            problems.append(f"n_fft must be a positive even number of samples, got {self.n_fft}")
+        # hop <= n_fft / 2 puts every sample under at least two Hann windows: the ISTFT then inverts the STFT
+        # stably (and the windows overlap-add to a constant for hop = n_fft / k)
+        if not 0 < self.hop_length <= self.n_fft // 2:
+            problems.append(f"hop_length must be in 1..n_fft // 2 ({self.n_fft // 2}) for a Hann STFT the ISTFT "
+                            f"can invert, got {self.hop_length}")
         n_freq = self.n_fft // 2 + 1
         if not 0 < self.n_bins <= n_freq or self.n_bins % self.multiple:
             problems.append(

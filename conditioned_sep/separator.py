@@ -30,7 +30,9 @@ class Separator:
     ``model``: a :class:`ConditionedUNet` (conditioned, or one dedicated model), or a mapping stem -> dedicated
     model. ``niter``: multichannel Wiener filter iterations across the requested outputs (0 = plain masks).
     ``chunk_seconds``: chunk length (None = whole signal at once; memory then grows with the song).
-    ``overlap``: fraction of a chunk shared with its neighbour, cross-faded linearly (0 to 0.5).
+    ``overlap``: fraction of a chunk shared with its neighbour, cross-faded linearly (0 to 0.5); rounded to
+    whole steps of the U-Net's frame grid, and never below one step (``(multiple - 1) * hop_length`` samples)
+    so that chunks keep whole-signal frame alignment.
     ``batch_size``: most conditions (outputs) per forward pass. The models are moved to ``device``; they are
     put in eval mode during :meth:`separate` and restored to their previous mode afterwards.
     """
@@ -169,6 +171,7 @@ class Separator:
             if sample_rate is not None and sample_rate != rate:
                 raise ValueError(f"sample_rate={sample_rate} given for file {audio} whose rate is {rate}; "
                                  "omit sample_rate for files")
+            validate_audio(data, name=str(audio), max_channels=2)
             return data, rate, {"ndim": 2, "device": torch.device("cpu")}
         if not isinstance(audio, (np.ndarray, Tensor)):
             raise TypeError(f"audio must be a file path, a numpy array or a torch tensor, got {type(audio).__name__}")
@@ -211,7 +214,10 @@ class Separator:
         chunk = (frames - 1) * cfg.hop_length
         if chunk >= n:
             return n, n
-        overlap_frames = min(frames - grid, round(self.overlap * frames / grid) * grid)
+        # the stride is a whole number of grid steps and a chunk is one hop short of ``frames`` hops, so
+        # neighbours must share at least one grid step: with less, the stride would exceed the chunk and
+        # leave a gap no chunk covers. overlap=0 thus means the least overlap the grid allows.
+        overlap_frames = max(grid, min(frames - grid, round(self.overlap * frames / grid) * grid))
         return chunk, (frames - overlap_frames) * cfg.hop_length
 
     def _separate_array(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
@@ -222,6 +228,9 @@ class Separator:
         # q: queries, c: channels, n: samples
         c, n = x.shape
         chunk, stride = self._chunk_length(n)
+        if not 0 < stride <= chunk:
+            raise RuntimeError(f"chunk stride {stride} outside 1..{chunk} would leave gaps; this is a bug in the "
+                               "chunking")
         overlap = chunk - stride
         out = torch.zeros(len(queries), c, n)
         carry = torch.zeros(0)  # summed weights of earlier chunks on [start, start + len(carry))

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -32,12 +30,16 @@ def test_tiny_preset_shapes_mask_range_and_backward(overrides):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_tiny_forward_backward_is_fast():
+def test_tiny_training_batch_forward_backward():
+    """A training-sized batch (8 patches of segment_frames); speed is measured in benchmarks, not here."""
     model = ConditionedUNet.from_preset("tiny")
     mag = _mag(model, batch=8, frames=model.config.segment_frames)
-    start = time.perf_counter()
-    model(mag, torch.eye(4).repeat(2, 1)).mean().backward()
-    assert time.perf_counter() - start < 1.0
+    mask = model(mag, torch.eye(4).repeat(2, 1))
+    assert mask.shape == mag.shape
+    mask.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().max() > 0 for g in grads)
 
 
 @pytest.mark.parametrize("where", ["encoder", "decoder", "both"])
@@ -121,6 +123,13 @@ def test_config_validation_and_round_trip():
         ModelConfig(**PRESETS["tiny"], conditioned=False)
     with pytest.raises(ValueError, match="has no target"):
         ModelConfig(**PRESETS["tiny"], target="vocals")
+    assert ModelConfig(**{**PRESETS["tiny"], "hop_length": 128}).hop_length == 256 // 2  # the largest allowed
+    for n_fft in (0, -256, 255):
+        with pytest.raises(ValueError, match="n_fft must be a positive even number"):
+            ModelConfig(**{**PRESETS["tiny"], "n_fft": n_fft})
+    for hop in (0, -1, 129, 256):
+        with pytest.raises(ValueError, match=r"hop_length must be in 1\.\.n_fft // 2 \(128\)"):
+            ModelConfig(**{**PRESETS["tiny"], "hop_length": hop})
     with pytest.raises(ValueError, match="film_where must be one of"):
         ModelConfig(film_where="middle")
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
