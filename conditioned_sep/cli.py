@@ -11,11 +11,12 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .stems import STEMS, UnknownStemError, parse_queries
 
-DEFAULT_CHECKPOINT = Path("runs/default")
-"""Where ``conditioned-sep train`` / ``python train.py`` leave their models."""
+if TYPE_CHECKING:  # checkpoint imports torch: load it only when a command needs it
+    from .checkpoint import CheckpointSet
 
 _USAGE = """usage: conditioned-sep {separate,train,evaluate} ...
 
@@ -30,39 +31,21 @@ Run `conditioned-sep COMMAND --help` for a command's options.
 """
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint where the user pointed (or at the default place)."""
-
-
-def resolve_checkpoint(paths: Sequence[str | Path]) -> str | list[str]:
-    """What :meth:`Separator.load` takes, from ``--checkpoint`` values.
+def choose_checkpoint(paths: Sequence[str | Path]) -> CheckpointSet:
+    """The model ``--checkpoint`` values name, as a :class:`~conditioned_sep.checkpoint.CheckpointSet`.
 
     One value: a checkpoint file, a folder holding ``best.ckpt`` (or ``last.ckpt``), or a training run folder
-    (its ``conditioned/`` model, else its ``dedicated-<stem>/`` models as a set). Several values: a set of
-    dedicated checkpoints (files or folders). Raises :class:`CheckpointNotFoundError` naming the way out.
+    (its ``conditioned/`` model, else its only model, e.g. the ``dedicated-<stem>/`` set). Several values: a set of
+    dedicated checkpoints (files or folders). Raises :class:`~conditioned_sep.checkpoint.CheckpointNotFoundError`
+    (or, for a run folder holding several models but no ``conditioned/``, a ``CheckpointError``).
     """
-    def own(folder: Path) -> Path | None:
-        return next((folder / n for n in ("best.ckpt", "last.ckpt") if (folder / n).is_file()), None)
+    from .checkpoint import CheckpointError, find_checkpoints
 
-    hint = "train one first (conditioned-sep train) or pass --checkpoint PATH"
-    resolved: list[str] = []
-    for value in paths:
-        path = Path(value)
-        if path.is_file():
-            resolved.append(str(path))
-        elif path.is_dir():
-            if (ckpt := own(path)) is not None:
-                resolved.append(str(ckpt))
-            elif len(paths) == 1 and (ckpt := own(path / "conditioned")) is not None:
-                resolved.append(str(ckpt))
-            elif len(paths) == 1 and (found := [c for s in STEMS if (c := own(path / f"dedicated-{s}"))]):
-                return [str(c) for c in found]
-            else:
-                raise CheckpointNotFoundError(f"no checkpoint in folder {path} (expected best.ckpt, or "
-                                              f"conditioned/best.ckpt of a training run); {hint}")
-        else:
-            raise CheckpointNotFoundError(f"checkpoint not found: {path}; {hint}")
-    return resolved[0] if len(resolved) == 1 else resolved
+    found = find_checkpoints(paths)
+    if len(found) > 1 and found[0].name != "conditioned":
+        raise CheckpointError(f"{paths[0]} holds several models ({', '.join(m.name for m in found)}) and no "
+                              f"conditioned/; pick one: --checkpoint {Path(paths[0]) / found[0].name}")
+    return found[0]
 
 
 def _song_name(path: Path) -> str:
@@ -78,6 +61,8 @@ def _file_name(query: str) -> str:
 
 
 def build_separate_parser(prog: str = "conditioned-sep separate") -> argparse.ArgumentParser:
+    from .checkpoint import DEFAULT_RUN
+
     parser = argparse.ArgumentParser(prog=prog, description=(
         "Separate songs (wav, flac, ogg; mp3, mp4, m4a with ffmpeg) into the stems you ask for: one wav per "
         "requested stem per song, OUT/<song>/<stem>.wav, at the song's sample rate."))
@@ -89,7 +74,7 @@ def build_separate_parser(prog: str = "conditioned-sep separate") -> argparse.Ar
     parser.add_argument("--checkpoint", "-c", action="append", default=None, metavar="PATH",
                         help="a checkpoint, a folder with best.ckpt or a training run folder; for a dedicated set, "
                              "one checkpoint per stem (repeat -c, or separate with commas) "
-                             f"(default: {DEFAULT_CHECKPOINT})")
+                             f"(default: {DEFAULT_RUN})")
     parser.add_argument("--niter", type=int, default=0, help="Wiener filter iterations (default: 0, plain masks)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"),
@@ -104,13 +89,13 @@ def separate_main(argv: Sequence[str] | None = None, *, prog: str = "conditioned
     parser = build_separate_parser(prog)
     args = parser.parse_args(argv)
     from .audio import read_audio, write_audio
-    from .separator import Separator
+    from .checkpoint import DEFAULT_RUN
 
     try:
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read
-        paths = [p for value in (args.checkpoint or [str(DEFAULT_CHECKPOINT)]) for p in value.split(",") if p]
-        separator = Separator.load(resolve_checkpoint(paths), niter=args.niter, device=args.device)
+        paths = [p for value in (args.checkpoint or [str(DEFAULT_RUN)]) for p in value.split(",") if p]
+        separator = choose_checkpoint(paths).load(niter=args.niter, device=args.device)
         if args.stems is None:
             queries = parse_queries(list(separator.stems))
         # a dedicated set answers only its stems and their sums: say so before reading any song

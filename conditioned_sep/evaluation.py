@@ -29,6 +29,9 @@ Results folder (``out``)::
     museval/<model>/<split>/<track>.json   museval format (``museval.MethodStore().add_eval_dir``)
     tracks/<model>/<track>.json    the resume cache: one file per model and track, written atomically
 
+With ``estimates`` (``--estimates DIR``), the separated stems go to ``DIR/<model>/<split>/<track>/<condition>.wav``;
+a resumed run separates again any cached track whose estimate files are missing.
+
 Command line: ``python evaluate.py [CHECKPOINT_OR_SET ...] [--out DIR] [--musdb [PATH] | --folder PATH]`` (see
 :func:`add_arguments`); ``conditioned-sep evaluate`` is the same. API: :func:`evaluate` ``(EvalConfig) ->
 EvaluationResult``.
@@ -45,27 +48,27 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import report
-from .audio import write_audio
+from .audio import to_numpy, write_audio
+from .checkpoint import DEFAULT_RUN, CheckpointNotFoundError, CheckpointSet, checkpoint_in, find_checkpoints
 from .fileio import atomic_write_text
+from .metrics import METRICS
 from .report import ConditionScores, ModelCost
 from .stems import STEMS, StemQuery, parse_queries
 
 DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
 """Sums of stems evaluated besides the four single stems."""
 
-DEFAULT_RUN = Path("runs/default")
-"""Where ``python train.py`` leaves its models; evaluated when no checkpoint is given."""
-
 ORACLES = ("irm2", "irm1", "none")
 CACHE_VERSION = 1
 _FALLBACK_STFT = (4096, 1024)
+_ORACLE_CHUNK = 1 << 18  # samples per oracle stretch (~6 s at 44.1 kHz): bounds the oracle's STFT memory
 
 
 class EvaluationError(ValueError):
@@ -77,12 +80,8 @@ class EvaluationError(ValueError):
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model row: a conditioned checkpoint, or a set of checkpoints (one dedicated model per stem)."""
-
-    name: str
-    paths: tuple[Path, ...]
+ModelSpec = CheckpointSet
+"""One model row: a conditioned checkpoint, or a set of checkpoints (one dedicated model per stem)."""
 
 
 @dataclass(frozen=True)
@@ -118,19 +117,8 @@ class EvalConfig:
         self.sums = tuple(self.sums)
 
 
-def _checkpoint_in(folder: Path) -> Path | None:
-    for name in ("best.ckpt", "last.ckpt"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _name_of_file(path: Path) -> str:
-    return path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
-
-
 def discover_models(specs: Sequence[str]) -> list[ModelSpec]:
-    """Turn command-line model arguments into model rows.
+    """Turn command-line model arguments into model rows (:func:`conditioned_sep.checkpoint.find_checkpoints`).
 
     Each argument is ``[NAME=]PATH[,PATH...]``:
 
@@ -138,6 +126,7 @@ def discover_models(specs: Sequence[str]) -> list[ModelSpec]:
     - a folder holding ``best.ckpt`` (or ``last.ckpt``): one model named after the folder;
     - a training run folder (``train.py --out``): its ``conditioned/`` (and any other non-dedicated subfolder)
       as one model each, and all of its ``dedicated-<stem>/`` subfolders together as one set named "dedicated";
+      with NAME, the rows are named NAME-<row>;
     - several comma-separated paths: one set of dedicated checkpoints, named "dedicated" unless NAME is given.
     """
     models: list[ModelSpec] = []
@@ -145,48 +134,16 @@ def discover_models(specs: Sequence[str]) -> list[ModelSpec]:
         name, sep, rest = spec.partition("=")
         if not sep or "/" in name or os.sep in name or not name:
             name, rest = "", spec
-        parts = [Path(p) for p in rest.split(",") if p.strip()]
+        parts = [p for p in rest.split(",") if p.strip()]
         if not parts:
             raise EvaluationError(f"empty model argument {spec!r}; pass a checkpoint, a folder or NAME=PATH")
-        for p in parts:
-            if not p.exists():
-                raise EvaluationError(f"checkpoint or folder not found: {p} (from {spec!r}); train first "
-                                      "(python train.py) or pass an existing checkpoint")
-        if len(parts) > 1:
-            files = [p if p.is_file() else _checkpoint_in(p) for p in parts]
-            missing = [str(p) for p, f in zip(parts, files) if f is None]
-            if missing:
-                raise EvaluationError(f"no best.ckpt or last.ckpt in {', '.join(missing)}")
-            models.append(ModelSpec(name or "dedicated", tuple(files)))
-            continue
-        path = parts[0]
-        if path.is_file():
-            models.append(ModelSpec(name or _name_of_file(path), (path,)))
-            continue
-        own = _checkpoint_in(path)
-        if own is not None:
-            models.append(ModelSpec(name or path.name, (own,)))
-            continue
-        found: list[ModelSpec] = []
-        dedicated: list[Path] = []
-        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-            ckpt = _checkpoint_in(sub)
-            if ckpt is None:
-                continue
-            if sub.name.startswith("dedicated-"):
-                dedicated.append(ckpt)
-            else:
-                found.append(ModelSpec(f"{name}-{sub.name}" if name else sub.name, (ckpt,)))
-        if dedicated:
-            # vocabulary order, so that the set's stems read naturally
-            order = {f"dedicated-{s}": i for i, s in enumerate(STEMS)}
-            dedicated.sort(key=lambda c: order.get(c.parent.name, len(order)))
-            found.append(ModelSpec(f"{name}-dedicated" if name else "dedicated", tuple(dedicated)))
-        if not found:
-            raise EvaluationError(
-                f"no checkpoint in {path}: expected best.ckpt, or subfolders conditioned/ and dedicated-<stem>/ "
-                "holding best.ckpt (the layout train.py writes)"
-            )
+        try:
+            found = find_checkpoints(parts)
+        except CheckpointNotFoundError as err:
+            raise EvaluationError(f"{err} (from {spec!r})") from err
+        if name:
+            run_folder = len(parts) == 1 and Path(parts[0]).is_dir() and checkpoint_in(parts[0]) is None
+            found = [replace(m, name=f"{name}-{m.name}" if run_folder else name) for m in found]
         models.extend(found)
     names = [m.name for m in models]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -291,10 +248,7 @@ class _Row:
 
 class _SeparatorRow(_Row):
     def __init__(self, spec: ModelSpec, *, niter: int, device: str) -> None:
-        from .separator import Separator
-
-        paths = [str(p) for p in spec.paths]
-        self.separator = Separator.load(paths[0] if len(paths) == 1 else paths, niter=niter, device=device)
+        self.separator = spec.load(niter=niter, device=device)
         self.name = spec.name
         self.kind = "conditioned" if self.separator.is_conditioned else "dedicated"
         self.stems = tuple(self.separator.stems)
@@ -313,10 +267,10 @@ class _SeparatorRow(_Row):
         start = time.perf_counter()
         out = self.separator.separate(mixture, stems=[q.name for q in singles], sample_rate=rate)
         seconds = time.perf_counter() - start
-        estimates = {k: _np(v) for k, v in out.items()}
+        estimates = {k: to_numpy(v) for k, v in out.items()}
         if sums and self.kind == "conditioned":
             out = self.separator.separate(mixture, stems=[q.name for q in sums], sample_rate=rate)
-            estimates.update({k: _np(v) for k, v in out.items()})
+            estimates.update({k: to_numpy(v) for k, v in out.items()})
         else:
             for q in sums:  # a dedicated set answers a sum with the sum of its models' outputs
                 estimates[q.name] = sum(estimates[s] for s in q.stems)
@@ -326,29 +280,51 @@ class _SeparatorRow(_Row):
 class _OracleRow(_Row):
     """Ideal ratio mask from the true stems at a given STFT: ``|S_j|^p / sum_k |S_k|^p`` applied to the mixture
     STFT, p = 2 (IRM2, the power mask of sigsep's oracle benchmarks) or 1 (IRM1). A sum's mask is the sum of its
-    stems' masks."""
+    stems' masks.
 
-    def __init__(self, kind: str, *, n_fft: int, hop_length: int) -> None:
+    The track is processed ``chunk`` samples at a time (each with ``n_fft`` samples of context on both sides), so
+    memory stays bounded (a few hundred MB at 44.1 kHz stereo, n_fft 4096) whatever the track's length; the result
+    equals the whole-track oracle up to float32 round-off.
+    """
+
+    def __init__(self, kind: str, *, n_fft: int, hop_length: int, chunk: int = _ORACLE_CHUNK) -> None:
         from .spectral import ISTFT, STFT
 
+        if chunk < hop_length:
+            raise EvaluationError(f"oracle chunk ({chunk} samples) must be at least one hop ({hop_length})")
         self.power = {"irm1": 1, "irm2": 2}[kind]
         self.name, self.kind, self.stems = f"oracle-{kind}", "reference", STEMS
         self.stft, self.istft = STFT(n_fft=n_fft, hop_length=hop_length), ISTFT(n_fft=n_fft, hop_length=hop_length)
+        self.chunk = chunk // hop_length * hop_length
         self.fingerprint = f"{self.name}|{n_fft}|{hop_length}"
 
-    @torch.no_grad()
     def estimate(self, mixture, references, queries, rate):
+        n = references.shape[-1]
+        n_fft, hop = self.stft.n_fft, self.stft.hop_length
+        estimates = {q.name: np.empty(references.shape[1:], dtype=np.float32) for q in queries}
+        for start in range(0, n, self.chunk):
+            stop = min(n, start + self.chunk)
+            # n_fft of context on each side and a start on the hop grid: every STFT frame that touches
+            # [start, stop) is then a frame of the whole-track STFT, so these samples are the whole-track oracle's
+            lo, hi = max(0, (start - n_fft) // hop * hop), min(n, stop + n_fft)
+            for name, part in self._masked(references[..., lo:hi], queries).items():
+                estimates[name][..., start:stop] = part[..., start - lo: stop - lo]
+        return estimates, 0.0
+
+    @torch.no_grad()
+    def _masked(self, references: np.ndarray, queries: list[StemQuery]) -> dict[str, np.ndarray]:
+        """The oracle estimates of one stretch ``(sources, channels, samples)`` -> ``{condition: (c, samples)}``."""
         # s: sources, c: channels, f: freq, t: frames
         refs = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
         spec = self.stft(refs)  # (s, c, f, t)
-        weight = spec.abs() ** self.power
-        masks = weight / weight.sum(0, keepdim=True).clamp_min(1e-12)
+        weight = spec.abs().pow_(self.power)
+        masks = weight.div_(weight.sum(0, keepdim=True).clamp_min_(1e-12))
         mix_spec = spec.sum(0)  # (c, f, t)
-        estimates = {}
+        out = {}
         for q in queries:
             mask = sum(masks[STEMS.index(s)] for s in q.stems)
-            estimates[q.name] = self.istft((mask * mix_spec)[None], length=refs.shape[-1])[0].numpy()
-        return estimates, 0.0
+            out[q.name] = self.istft((mask * mix_spec)[None], length=refs.shape[-1])[0].numpy()
+        return out
 
 
 class _MixtureRow(_Row):
@@ -357,10 +333,6 @@ class _MixtureRow(_Row):
 
     def estimate(self, mixture, references, queries, rate):
         return {q.name: mixture for q in queries}, 0.0
-
-
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _build_rows(config: EvalConfig) -> list[_Row]:
@@ -412,7 +384,7 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
 
 
 def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
-    frames = {m: np.asarray(getattr(result, m.lower())[index], dtype=np.float64) for m in report.METRICS}
+    frames = {m: np.asarray(getattr(result, m.lower())[index], dtype=np.float64) for m in METRICS}
     return ConditionScores(model=model, track=track, condition=condition, sources=tuple(sources), frames=frames,
                            new_sdr=float(nsdr), win=result.window / result.sample_rate,
                            hop=result.hop / result.sample_rate)
@@ -493,10 +465,10 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
         queries = _conditions_for(row, sums)
         estimates, seconds = row.estimate(mixture, references, queries, rate)
         if config.estimates is not None and row.kind != "reference":
-            folder = config.estimates / _safe(row.name) / track_split(track, config) / _safe(track.name)
-            folder.mkdir(parents=True, exist_ok=True)
             for q in queries:
-                write_audio(folder / f"{q.name}.wav", estimates[q.name], rate, subtype="FLOAT")
+                path = _estimate_path(config, row.name, track, q.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_audio(path, estimates[q.name], rate, subtype="FLOAT")
         scores = _score(row.name, track.name, references, mixture, estimates, queries, rate)
         record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, sums),
                               scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
@@ -507,6 +479,19 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
 
 def track_split(track, config: EvalConfig) -> str:
     return str(getattr(track, "split", None) or config.dataset.split)
+
+
+def _estimate_path(config: EvalConfig, model: str, track, condition: str) -> Path:
+    """``estimates/<model>/<split>/<track>/<condition>.wav`` (musdb's layout)."""
+    return config.estimates / _safe(model) / track_split(track, config) / _safe(track.name) / f"{condition}.wav"
+
+
+def _estimates_missing(config: EvalConfig, row: _Row, track, sums: list[StemQuery]) -> bool:
+    """Whether ``--estimates`` wants a file of this row and track that is not there (the scores may be cached
+    from a run without ``--estimates``: the track is then separated again)."""
+    if config.estimates is None or row.kind == "reference":
+        return False
+    return any(not _estimate_path(config, row.name, track, q.name).is_file() for q in _conditions_for(row, sums))
 
 
 # worker processes (jobs > 1): rows and tracks are built once per process
@@ -566,7 +551,7 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
         for row in rows:
             fingerprint = _record_fingerprint(row, config, sums)
             cached = None if config.restart else _read_cache(out, row.name, track.name, fingerprint)
-            if cached is not None:
+            if cached is not None and not _estimates_missing(config, row, track, sums):
                 records[(row.name, track.name)] = cached
             else:
                 todo.setdefault(track.name, []).append(row.name)

@@ -55,7 +55,9 @@ import torch
 
 from .audio import AudioError, to_numpy
 
-METRICS = ("SDR", "ISR", "SIR", "SAR")
+METRICS: tuple[str, ...] = ("SDR", "ISR", "SIR", "SAR")
+"""BSS Eval v4's four framewise metrics, in museval's order (``museval.evaluate`` returns them so); the one list
+of metric names of the package (report tables and files use it too)."""
 FILTERS_LEN = 512
 _MDX_EPS = 1e-7
 # Work in chunks of about this many complex values (16 MB): fresh large arrays are slow on small machines.
@@ -107,8 +109,8 @@ class Aggregate:
     ``per_track`` holds each track's nanmedian over frames (``(tracks,)`` or ``(tracks, sources)``).
     """
 
-    median: np.ndarray | float
-    mean: np.ndarray | float
+    median: np.ndarray
+    mean: np.ndarray
     per_track: np.ndarray
 
 
@@ -575,6 +577,10 @@ def aggregate(tracks: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> Aggreg
     between tracks; source counts may not). Each track is reduced by nanmedian over frames; then ``median`` is
     the median over tracks (museval / SiSEC) and ``mean`` the mean over tracks. As museval stores scores, infinite
     frames count as NaN, and tracks that are NaN throughout are skipped (pandas' median skips NaN).
+
+    Always numpy float64 arrays: ``median`` and ``mean`` are ``()`` for ``(frames,)`` tracks (``float(...)``
+    gives the number) and ``(sources,)`` for ``(sources, frames)`` tracks; ``per_track`` is ``(tracks,)`` or
+    ``(tracks, sources)``.
     """
     values = list(tracks.values()) if isinstance(tracks, Mapping) else list(tracks)
     if not values:
@@ -596,6 +602,5 @@ def aggregate(tracks: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> Aggreg
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(stacked, axis=0)
         mean = np.nanmean(stacked, axis=0)
-    if stacked.ndim == 1:
-        median, mean = float(median), float(mean)
-    return Aggregate(median=median, mean=mean, per_track=stacked)
+    return Aggregate(median=np.asarray(median, dtype=np.float64), mean=np.asarray(mean, dtype=np.float64),
+                     per_track=stacked)

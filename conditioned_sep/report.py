@@ -14,17 +14,21 @@ museval does, so ``museval.EvalStore().add_eval_dir(root)`` and ``museval.Method
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_text
-
-MUSEVAL_METRICS = ("SDR", "SIR", "SAR", "ISR")  # museval's order in each frame
+from .fileio import atomic_path, atomic_write_text
+from .metrics import METRICS
+from .metrics import aggregate as sisec_aggregate
+from .stems import STEMS
 
 
 def _museval_number(value: float) -> float:
@@ -61,11 +65,11 @@ def write_museval_json(
             raise ValueError(f"track_name must be a plain file name when path is a folder, got {track_name!r}")
         path = path / subset / f"{track_name}.json"
     targets = []
-    for name, metrics in frames.items():
-        missing = [m for m in MUSEVAL_METRICS if m not in metrics]
+    for name, by_metric in frames.items():
+        missing = [m for m in METRICS if m not in by_metric]
         if missing:
             raise ValueError(f"target {name!r} lacks metric(s) {missing}; museval files hold SDR, SIR, SAR and ISR")
-        values = {m: np.asarray(metrics[m], dtype=np.float64).reshape(-1) for m in MUSEVAL_METRICS}
+        values = {m: np.asarray(by_metric[m], dtype=np.float64).reshape(-1) for m in METRICS}
         lengths = {len(v) for v in values.values()}
         if len(lengths) != 1:
             raise ValueError(f"target {name!r}: metrics have different frame counts {sorted(lengths)}")
@@ -77,7 +81,7 @@ def write_museval_json(
                     {
                         "time": i * hop,
                         "duration": window,
-                        "metrics": {m: _museval_number(values[m][i]) for m in MUSEVAL_METRICS},
+                        "metrics": {m: _museval_number(values[m][i]) for m in METRICS},
                     }
                     for i in range(n_frames)
                 ],
@@ -98,7 +102,7 @@ def read_museval_json(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray
         out = {}
         for target in targets:
             frames = target["frames"]
-            entry = {m: np.array([float(f["metrics"][m]) for f in frames], dtype=np.float64) for m in MUSEVAL_METRICS}
+            entry = {m: np.array([float(f["metrics"][m]) for f in frames], dtype=np.float64) for m in METRICS}
             entry["time"] = np.array([float(f["time"]) for f in frames], dtype=np.float64)
             out[target["name"]] = entry
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -108,28 +112,15 @@ def read_museval_json(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray
 
 # ======================================================================================= tables and plots
 # Everything below works on plain score records (:class:`ConditionScores`), one per model, track and condition,
-# so that it knows nothing of models or audio. Aggregation follows SiSEC: nanmedian over a track's frames, then
-# the median over tracks (museval's ``EvalStore``), with the mean over tracks beside it; the MDX "new SDR" is one
-# number per track and condition.
+# so that it knows nothing of models or audio. Aggregation is :func:`conditioned_sep.metrics.aggregate` (SiSEC:
+# nanmedian over a track's frames, infinite frames counting as NaN as in museval's files, then the median over
+# tracks as museval's ``EvalStore``, with the mean over tracks beside it); the MDX "new SDR" is one number per
+# track and condition.
 #
 #   aggregate(scores) -> [AggregateRow]            compare(scores, conditioned=, dedicated=) -> [ComparisonRow]
 #   markdown_tables(rows, comparisons=, costs=, title=) -> str
 #   write_frames_csv(path, scores), write_results_csv(path, rows, comparisons=, costs=)
 #   plot_metric(path, scores, metric), plot_metrics(out_dir, scores) -> [Path]   (matplotlib, Agg backend)
-
-import csv
-import io
-import math
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-
-from .fileio import atomic_path, atomic_write_text
-from .stems import STEMS
-
-METRICS: tuple[str, ...] = ("SDR", "SIR", "SAR", "ISR")
-"""BSS Eval v4's four framewise metrics, in the order tables show them."""
 
 NEW_SDR = "new SDR"
 """Label of the MDX challenge's whole-track SDR in tables and CSV files."""
@@ -156,12 +147,11 @@ class ConditionScores:
     hop: float = 1.0
 
     def track_score(self, metric: str) -> float:
-        """One number for the track: nanmedian over frames (NaN when every frame is NaN); ``new SDR`` as is."""
+        """One number for the track: nanmedian over frames, infinite frames counting as NaN (NaN when no frame is
+        left), by :func:`conditioned_sep.metrics.aggregate`; ``new SDR`` as is."""
         if metric == NEW_SDR:
             return float(self.new_sdr)
-        values = np.asarray(self.frames[metric], dtype=np.float64)
-        finite = values[~np.isnan(values)]
-        return float(np.median(finite)) if finite.size else float("nan")
+        return float(sisec_aggregate([self.frames[metric]]).per_track[0])
 
     def to_dict(self) -> dict:
         return {
@@ -249,16 +239,17 @@ def track_table(scores, metric: str) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def aggregate(scores) -> list[AggregateRow]:
-    """Per model, condition and metric (:data:`TABLE_METRICS`): median and mean over tracks of track scores."""
+    """Per model, condition and metric (:data:`TABLE_METRICS`): median and mean over tracks of track scores, by
+    :func:`conditioned_sep.metrics.aggregate` (new SDR as one frame per track)."""
+    groups: dict[tuple[str, str], list[ConditionScores]] = {}
+    for s in scores:
+        groups.setdefault((s.model, s.condition), []).append(s)
     rows = []
     for metric in TABLE_METRICS:
-        for (model, condition), by_track in track_table(scores, metric).items():
-            values = np.array([v for v in by_track.values() if not math.isnan(v)])
-            rows.append(AggregateRow(
-                model=model, condition=condition, metric=metric,
-                median=float(np.median(values)) if values.size else float("nan"),
-                mean=float(np.mean(values)) if values.size else float("nan"), tracks=int(values.size),
-            ))
+        for (model, condition), group in groups.items():
+            agg = sisec_aggregate([[s.new_sdr] if metric == NEW_SDR else s.frames[metric] for s in group])
+            rows.append(AggregateRow(model=model, condition=condition, metric=metric, median=float(agg.median),
+                                     mean=float(agg.mean), tracks=int(np.count_nonzero(~np.isnan(agg.per_track)))))
     return rows
 
 

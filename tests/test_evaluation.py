@@ -287,3 +287,63 @@ def test_changed_settings_score_again_and_restart(tmp_path, stem_folder, monkeyp
     config.restart = True
     evaluation.evaluate(config)
     assert calls == ["track 0:mixture"] * 3
+
+
+def test_chunked_oracle_equals_the_whole_track_oracle(stem_folder):
+    from conditioned_sep.data.folder import list_tracks
+
+    refs = list_tracks(stem_folder, "test")[1].load()  # (4, 1, 3 s)
+    mixture = refs.sum(0)
+    queries = [*parse_queries(list(STEMS)), *evaluation.parse_sums("accompaniment")]
+    n = refs.shape[-1]
+    whole, _ = evaluation._OracleRow("irm2", n_fft=512, hop_length=128, chunk=2 * n).estimate(
+        mixture, refs, queries, RATE)
+    # stretches of 2944 samples (not a divisor of the length; the last one is short) with 512 samples of context
+    chunked = evaluation._OracleRow("irm2", n_fft=512, hop_length=128, chunk=3000)
+    assert chunked.chunk == 2944
+    got, _ = chunked.estimate(mixture, refs, queries, RATE)
+    for q in queries:
+        assert got[q.name].shape == whole[q.name].shape == mixture.shape and got[q.name].dtype == np.float32
+        # the same STFT frames: equal up to float32 FFT round-off (signals peak near 1)
+        np.testing.assert_allclose(got[q.name], whole[q.name], atol=2e-6, err_msg=q.name)
+    with pytest.raises(EvaluationError, match="at least one hop"):
+        evaluation._OracleRow("irm2", n_fft=512, hop_length=128, chunk=100)
+
+
+def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder, stem_folder, monkeypatch):
+    calls: list[str] = []
+    original = evaluation._evaluate_track
+
+    def counting(track, rows, todo, *args, **kwargs):
+        calls.extend(f"{track.name}:{r}" for r in todo)
+        return original(track, rows, todo, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_evaluate_track", counting)
+    config = EvalConfig(models=evaluation.discover_models([str(run_folder / "conditioned")]), out=tmp_path / "out",
+                        dataset=DatasetSpec("folder", stem_folder, "test", limit=1), sums=(), oracle="none",
+                        progress=False)
+    first = evaluation.evaluate(config)  # scored and cached without --estimates
+    assert calls == ["track 0:conditioned", "track 0:mixture"]
+    config.estimates = tmp_path / "est"
+    second = evaluation.evaluate(config)  # the cached scores have no estimate files: separate the track again
+    assert calls[2:] == ["track 0:conditioned"]
+    folder = tmp_path / "est" / "conditioned" / "test" / "track 0"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.wav" for s in STEMS)
+    assert [(r.model, r.condition, r.metric, r.median) for r in second.table] == [
+        (r.model, r.condition, r.metric, r.median) for r in first.table]
+    evaluation.evaluate(config)  # everything there: nothing to do
+    assert len(calls) == 3
+    (folder / "bass.wav").unlink()  # a lost file: that track is separated again
+    evaluation.evaluate(config)
+    assert calls[3:] == ["track 0:conditioned"] and (folder / "bass.wav").is_file()
+
+
+def test_discover_models_names_run_rows_and_wraps_missing_paths(run_folder, tmp_path):
+    assert [m.name for m in evaluation.discover_models([f"mine={run_folder}"])] == ["mine-conditioned",
+                                                                                     "mine-dedicated"]
+    assert evaluation.discover_models([f"mine={run_folder / 'conditioned'}"])[0].name == "mine"
+    (tmp_path / "lonely").mkdir()
+    with pytest.raises(EvaluationError, match=r"no best.ckpt or last.ckpt in .*lonely"):
+        evaluation.discover_models([f"{run_folder / 'dedicated-vocals'},{tmp_path / 'lonely'}"])
+    with pytest.raises(EvaluationError, match="reserved"):
+        evaluation.discover_models([f"mixture={run_folder / 'conditioned'}"])

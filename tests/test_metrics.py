@@ -303,3 +303,16 @@ def test_silent_estimate_warns_and_frames_are_nan_as_in_museval():
     with pytest.warns(UserWarning, match=r"estimate\(s\) for source\(s\) \[1\] are silent"):
         result = bss_eval(refs, ests, 1000)
     assert result.sdr.shape == (2, 3) and np.isnan(result.sdr).all() and np.isnan(result.sar).all()
+
+
+def test_aggregate_returns_arrays_and_counts_inf_as_nan():
+    one = aggregate([np.array([1.0, np.inf, 3.0, 5.0]), [2.0, -np.inf, np.nan], [np.nan, np.inf]])
+    # track medians: 3 (inf dropped), 2, NaN (skipped over tracks)
+    np.testing.assert_array_equal(one.per_track, [3.0, 2.0, np.nan])
+    assert isinstance(one.median, np.ndarray) and one.median.shape == () and float(one.median) == 2.5
+    assert isinstance(one.mean, np.ndarray) and one.mean.shape == () and float(one.mean) == 2.5
+    many = aggregate({"a": np.array([[1.0, 2.0, 3.0], [4.0, 4.0, np.inf]]), "b": np.array([[0.0, 0.0], [1.0, 3.0]])})
+    assert many.median.shape == many.mean.shape == (2,) and many.per_track.shape == (2, 2)
+    np.testing.assert_array_equal(many.median, [1.0, 3.0])
+    with pytest.raises(ValueError, match="at least one track"):
+        aggregate([])

@@ -134,3 +134,19 @@ def test_plots_one_png_per_metric(tmp_path, scores):
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
+
+
+def test_one_aggregation_inf_frames_count_as_nan_as_in_museval_files():
+    from conditioned_sep import metrics
+
+    assert report.METRICS is metrics.METRICS and report.TABLE_METRICS == (*metrics.METRICS, report.NEW_SDR)
+    # a perfect frame gives SDR +inf; museval writes it as NaN, so it must not pull the median up
+    s = _scores("m", "t0", "vocals", [1.0, np.inf, np.inf, 2.0])
+    assert s.track_score("SDR") == pytest.approx(1.5)
+    scores = [s, _scores("m", "t1", "vocals", [np.inf, np.inf]), _scores("m", "t2", "vocals", [4.0, 6.0])]
+    row = next(r for r in report.aggregate(scores) if r.metric == "SDR")
+    assert (row.median, row.mean, row.tracks) == (pytest.approx(3.25), pytest.approx(3.25), 2)
+    theirs = metrics.aggregate([x.frames["SDR"] for x in scores])
+    assert row.median == float(theirs.median) and row.mean == float(theirs.mean)
+    assert report.track_table(scores, "SDR")[("m", "vocals")] == {"t0": 1.5, "t1": pytest.approx(np.nan, nan_ok=True),
+                                                                  "t2": 5.0}
