@@ -16,8 +16,15 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
 fi
 
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Debian splits venv out of python3; a root setup can add it
+    rm -rf .venv
+    [ "$(id -u)" = 0 ] || { echo "setup: '$PY -m venv' failed; install python3-venv" >&2; exit 1; }
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >/dev/null
+    "$PY" -m venv .venv
+  fi
+fi
 .venv/bin/python -c "import torch" 2>/dev/null \
   || .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
