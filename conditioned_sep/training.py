@@ -6,22 +6,30 @@ model's STFT (Conditioned-U-Net's), plus an optional waveform L1 term. Adam with
 rate (a pure function of the step), validation every epoch with a validation SDR (MDX "new SDR" on fixed
 excerpts of the validation songs), early stopping, atomic checkpoints every ``checkpoint_every`` steps and
 at every epoch end. ``resume=True`` continues from ``last.ckpt`` with optimizer, RNG, step and epoch state:
-a kill at any moment loses at most the steps since the last checkpoint.
+a kill at any moment loses at most the steps since the last checkpoint. ``overwrite=True`` first deletes the
+old run's checkpoints, log and tensorboard folder, so nothing of it can be mistaken for the new run.
 
 Examples are a pure function of ``(seed, example index)`` (see :mod:`conditioned_sep.data.sampling`), so the
-same seed gives the same losses, and a resumed run draws the examples an uninterrupted one would.
+same seed gives the same losses, and a resumed run draws the examples an uninterrupted one would. The
+dropout noise of step ``s`` on rank ``r`` is seeded from ``(seed, r, s)``, so a resumed run, on every rank,
+also draws the noise an uninterrupted one would (given the same number of processes).
 Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel (gloo on CPU, nccl on GPU);
-rank 0 validates and writes checkpoints.
+rank 0 validates and writes checkpoints. Every check that can refuse a run happens before the first
+collective operation or reaches every rank, so a bad run stops all processes with its error instead of
+leaving them waiting in a barrier.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import io
 import math
 import os
 import random
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,12 +42,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import DEFAULT_RUN, load_checkpoint, save_checkpoint
 from .data.folder import DatasetError, list_tracks
 from .data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from .fileio import atomic_write_text
 from .metrics import new_sdr
-from .model import PRESETS, ConditionedUNet
+from .film import FILM_KINDS, Z_INPUTS
+from .model import FILM_PLACES, PRESETS, ConditionedUNet
 from .stems import STEMS, UnknownStemError
 
 DATASETS = ("default", "folder", "musdb")
@@ -107,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be positive, got {value}")
         if self.batch_size <= 0 or self.steps_per_epoch <= 0 or self.checkpoint_every <= 0:
             raise ValueError("batch_size, steps_per_epoch and checkpoint_every must be positive")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def run_name(self) -> str:
@@ -208,8 +219,9 @@ def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]],
              silence_db: float = -50.0) -> dict[str, float]:
     """Validation loss and SDR (dB) per stem the model answers, on ``(name, (n_stems, c, samples))`` excerpts.
 
-    SDR per stem: mean over excerpts whose reference is not silent. ``sdr`` is the mean over stems;
-    ``mixture_sdr`` the same score for the mixture used as the estimate (the baseline to beat).
+    SDR per stem (``sdr_<stem>``): mean over excerpts whose reference is not silent. ``sdr`` is the mean over
+    stems; ``mixture_sdr`` and ``mixture_sdr_<stem>`` the same scores for the mixture used as the estimate (the
+    baseline to beat, per stem).
     """
     model.eval()
     stems = model.stems if model.is_conditioned else (model.config.target,)
@@ -233,9 +245,11 @@ def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]],
                 scores[stem].append(float(sdr[k]))
                 base[stem].append(float(mix_sdr[k]))
     per_stem = {s: float(np.mean(v)) if v else float("nan") for s, v in scores.items()}
+    mix_per_stem = {s: float(np.mean(v)) if v else float("nan") for s, v in base.items()}
     result = {"loss": float(np.mean(losses)), "sdr": float(np.nanmean(list(per_stem.values()))),
-              "mixture_sdr": float(np.nanmean([np.mean(v) if v else np.nan for v in base.values()]))}
+              "mixture_sdr": float(np.nanmean(list(mix_per_stem.values())))}
     result.update({f"sdr_{s}": v for s, v in per_stem.items()})
+    result.update({f"mixture_sdr_{s}": v for s, v in mix_per_stem.items()})
     return result
 
 
@@ -259,26 +273,45 @@ def _init_distributed(device: str) -> bool:
     return True
 
 
-def _rank0_first(fn):
-    """Run ``fn`` on rank 0 first (e.g. generating data), then on the other ranks."""
-    rank, world = _world()
-    if world == 1:
-        return fn()
-    if rank == 0:
-        result = fn()
-        dist.barrier()
-        return result
-    dist.barrier()
-    return fn()
-
-
 def _broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (a collective: every rank must call it)."""
     rank, world = _world()
     if world == 1:
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def _on_rank0(fn):
+    """``fn()`` on rank 0 only (None on the others). When it raises, every rank raises: rank 0 its error, the
+    others a :class:`TrainingError` pointing to it, so no process is left waiting in a later collective."""
+    rank, world = _world()
+    if world == 1:
+        return fn()
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except Exception as err:  # re-raised below, after the other ranks learnt of it
+            error = err
+    if _broadcast_flag(error is not None):
+        if error is not None:
+            raise error
+        raise TrainingError("rank 0 stopped the run before training (its error is printed above)")
+    return result
+
+
+def _rank0_first(fn):
+    """Run ``fn`` on rank 0 first (e.g. generating data), then on the other ranks."""
+    rank, _ = _world()
+    result = _on_rank0(fn)
+    return result if rank == 0 else fn()
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed (dropout noise) of optimizer step ``step`` on ``rank``: independent streams per rank."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -311,6 +344,15 @@ def _check_writable(folder: Path) -> None:
     except OSError as err:
         raise TrainingError(f"cannot write to the output folder {folder} ({err.strerror or err}); "
                             "pass --out DIR with a folder you can write to") from err
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Delete what an old run left in ``run_dir`` (checkpoints, log, tensorboard): a new run killed before its
+    first validation must not leave the old model looking like its result."""
+    for name in ("last.ckpt", "best.ckpt", "log.csv"):
+        (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / "tensorboard").is_dir():
+        shutil.rmtree(run_dir / "tensorboard")
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -374,13 +416,18 @@ def _train(config: TrainConfig) -> Path:
     run_dir = config.run_dir
     last_path, best_path, log_path = run_dir / "last.ckpt", run_dir / "best.ckpt", run_dir / "log.csv"
     device = config.device
-    if rank == 0:
-        _check_writable(run_dir)
-        if not config.resume and last_path.exists() and not config.overwrite:
-            raise TrainingError(f"{run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
-                                "--overwrite to start again, or another --out / --name")
+    # these checks run on every rank before any collective: one rank refusing alone would leave the others
+    # waiting in a barrier until the process group times out
+    _check_writable(run_dir)
+    if not config.resume and last_path.exists() and not config.overwrite:
+        raise TrainingError(f"{run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
+                            "--overwrite to start again, or another --out / --name")
     if config.resume and not last_path.exists():
         raise TrainingError(f"nothing to resume: {last_path} does not exist; drop --resume to start a new run")
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if config.overwrite and not config.resume:
+        _on_rank0(lambda: _clear_run(run_dir))
 
     model = build_model(config)
     cfg = model.config
@@ -390,11 +437,17 @@ def _train(config: TrainConfig) -> Path:
     sampling = SamplingConfig(segment=segment, stems=cfg.stems, target=config.target, **config.sampling)
     bank = StemBank(train_tracks, stems=cfg.stems, channels=cfg.audio_channels)
     examples = TrainingExamples(bank, sampling, seed=config.seed, epoch_size=config.steps_per_epoch * config.batch_size)
-    excerpts = (validation_excerpts(valid_tracks, stems=cfg.stems, seconds=config.valid_seconds,
-                                    channels=cfg.audio_channels) if rank == 0 else [])
-    if config.target is not None and rank == 0 and not any(
-            np.abs(x[cfg.stems.index(config.target)]).max() > 0 for _, x in excerpts):
-        raise DatasetError(f"no validation track holds the stem {config.target!r}")
+
+    def load_excerpts() -> list[tuple[str, np.ndarray]]:
+        out = validation_excerpts(valid_tracks, stems=cfg.stems, seconds=config.valid_seconds,
+                                  channels=cfg.audio_channels)
+        if config.target is not None and not any(np.abs(x[cfg.stems.index(config.target)]).max() > 0
+                                                 for _, x in out):
+            raise DatasetError(f"no validation track holds the stem {config.target!r}; add one to the "
+                               "validation split or train another stem")
+        return out
+
+    excerpts = _on_rank0(load_excerpts) or []  # only rank 0 validates
 
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -409,8 +462,6 @@ def _train(config: TrainConfig) -> Path:
         optimizer.load_state_dict(extra["optimizer"])
         state = _State(**extra["state"])
         _set_rng_state(extra["rng"])
-    if rank > 0:  # dropout noise differs per process, and a resume gives it a fresh, seeded stream
-        torch.manual_seed(config.seed * 7919 + rank * 104729 + state.step)
     ddp = world > 1
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if ddp else model
 
@@ -444,6 +495,7 @@ def _train(config: TrainConfig) -> Path:
         batch = examples.batch(range(first, first + config.batch_size))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(state.step, config)
+        torch.manual_seed(_step_seed(config.seed, rank, state.step))  # resumable dropout noise, per rank
         mixture, target = batch["mixture"].to(device), batch["target"].to(device)
         z = batch["z"].to(device) if model.is_conditioned else None
         loss = spectral_loss(net, model, mixture, target, z, wave_weight=config.wave_loss)
@@ -538,7 +590,7 @@ def train_many(configs: Sequence[TrainConfig]) -> dict[str, Path]:
 # Command line (train.py and `conditioned-sep train`)
 # --------------------------------------------------------------------------------------------------------------
 
-DEFAULT_OUT = Path("runs/default")
+DEFAULT_OUT = DEFAULT_RUN  # one definition of the default run folder: conditioned_sep.checkpoint.DEFAULT_RUN
 
 
 def add_arguments(parser):
@@ -552,6 +604,13 @@ def add_arguments(parser):
     what.add_argument("--all", action="store_true",
                       help="conditioned model and the four dedicated ones, same data and budget each")
     what.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size (default: small)")
+    conditioning = parser.add_argument_group("conditioning (default: the preset's)")
+    conditioning.add_argument("--film", choices=FILM_KINDS, default=None,
+                              help="FiLM kind: one gamma/beta per block (simple) or per channel (complex)")
+    conditioning.add_argument("--film-where", choices=FILM_PLACES, default=None,
+                              help="which blocks FiLM modulates: encoder, decoder or both")
+    conditioning.add_argument("--z-input", choices=Z_INPUTS, default=None,
+                              help="feed z to the conditioner as is (onehot) or through a learned embedding")
     data = parser.add_argument_group("data (default: the synthetic songs, generated once)")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
@@ -615,7 +674,12 @@ def configs_from_args(args) -> list[TrainConfig]:
         dataset, root = "folder", args.folder
     else:
         dataset, root = "default", args.synthetic_root
+    overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
+                                               ("z_input", args.z_input)) if value is not None}
+    if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
+        raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
     return [TrainConfig(out=Path(args.out), name=args.name, preset=args.preset, target=t, dataset=dataset,
+                        model_overrides=overrides if t is None else {},
                         data_root=root, steps=args.steps, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                         batch_size=args.batch_size, lr=args.lr, wave_loss=args.wave_loss, patience=args.patience,
                         checkpoint_every=args.checkpoint_every, seed=args.seed, resume=args.resume,
@@ -625,6 +689,7 @@ def configs_from_args(args) -> list[TrainConfig]:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """``python train.py ...``: returns the exit code (2 for a user error, printed to stderr)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
@@ -636,7 +701,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                                         "it, --overwrite to start again, or another --out / --name")
         results = train_many(configs)
     except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     rank, _ = _world()
     if rank == 0:
         for name, path in results.items():

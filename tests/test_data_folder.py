@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conditioned_sep.audio import read_audio
-from conditioned_sep.data.folder import DatasetError, list_tracks
+from conditioned_sep.data.folder import DatasetError, fit_channels, list_tracks
 from conditioned_sep.stems import STEMS
 
 
@@ -54,3 +54,11 @@ def test_clear_errors_for_missing_root_split_and_empty_split(hq_folder, tmp_path
         list_tracks(hq_folder, "validation")
     with pytest.raises(DatasetError, match="holds no track"):
         list_tracks(hq_folder, "test")
+
+
+def test_fit_channels_spreads_mono_and_reduces_extra_channels():
+    stereo = np.stack([np.full((3, 5), 1.0), np.full((3, 5), 3.0)], axis=1).astype(np.float32)  # (3 stems, 2, 5)
+    assert fit_channels(stereo, 2) is stereo
+    np.testing.assert_array_equal(fit_channels(stereo, 1), np.full((3, 1, 5), 2.0))
+    np.testing.assert_array_equal(fit_channels(stereo[:, :1], 2), np.full((3, 2, 5), 1.0))
+    np.testing.assert_array_equal(fit_channels(stereo[0], 1), np.full((1, 5), 2.0))  # (c, samples) too

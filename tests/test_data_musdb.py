@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conditioned_sep.audio import write_audio
 from conditioned_sep.data import musdb as mdb
 from conditioned_sep.data.folder import DatasetError
 from conditioned_sep.stems import STEMS
@@ -60,3 +61,20 @@ def test_decode_to_wav_gives_an_hq_layout_read_with_soundfile(musdb_stem_folder,
     mdb.decode_musdb_to_wav(musdb_stem_folder, out, progress=False)  # done tracks are skipped
     assert (out / "test" / "Al James - Schoolboy Facination" / "vocals.wav").stat().st_mtime_ns == stamp
     assert sf.info(str(out / "test" / "Al James - Schoolboy Facination" / "bass.wav")).samplerate == 44100
+
+
+def test_hq_test_split_does_not_need_the_musdb_package(tmp_path, monkeypatch):
+    for split, name in (("train", "Leaf - Summerghost"), ("test", "Al James - Schoolboy Facination")):
+        folder = tmp_path / split / name
+        folder.mkdir(parents=True)
+        for stem in STEMS:
+            write_audio(folder / f"{stem}.wav", np.zeros((2, 441), dtype=np.float32), 44100)
+
+    def no_musdb():
+        raise DatasetError("the musdb package is needed for MUSDB18's splits")
+
+    monkeypatch.setattr(mdb, "validation_track_names", no_musdb)
+    test = mdb.musdb_tracks(tmp_path, "test")
+    assert [(t.name, t.split) for t in test] == [("Al James - Schoolboy Facination", "test")]
+    with pytest.raises(DatasetError, match="musdb package"):
+        mdb.musdb_tracks(tmp_path, "valid")

@@ -56,15 +56,31 @@ def test_condition_mix_matches_the_recipe(bank):
     assert 0.18 < scaled < 0.42
 
 
-def test_silent_targets_kept_at_a_controlled_rate(bank):
-    def silent_share(rate):
+def test_silent_targets_come_at_the_configured_rate(bank):
+    n = 400
+
+    def silent(data, i):
+        # silence: below -50 dB before the per-stem gain (>= 0.25, i.e. -12 dB)
+        return float(data[i]["target"].pow(2).mean()) < 10 ** (-6.2)
+
+    for rate in (0.0, 0.3):
         config = SamplingConfig(segment=SEG, target="vocals", silent_target_rate=rate, scale_prob=0.0)
         data = TrainingExamples(bank, config, seed=5)
-        # silence: below -50 dB before the per-stem gain (>= 0.25, i.e. -12 dB)
-        return np.mean([float(data[i]["target"].pow(2).mean()) < 10 ** (-6.2) for i in range(200)])
-
-    assert silent_share(0.0) == 0.0
-    assert 0.1 < silent_share(0.5) <= 0.5  # only the kept ones can be silent, and not all of them are
+        share = np.mean([silent(data, i) for i in range(n)])
+        # binomial standard deviation sqrt(0.3 * 0.7 / 400) = 0.023: 3 sigma = 0.07
+        assert abs(share - rate) < 0.07, (rate, share)
+    # a silent target is left out of the mixture: the mixture is the sum of the other stems
+    ex = next(data[i] for i in range(n) if silent(data, i))
+    assert float(ex["sources"][0].abs().max()) == 0.0 and float(ex["mixture"].abs().max()) > 0.01
+    # conditioned model: the rate holds among the examples with a non-zero condition
+    config = SamplingConfig(segment=SEG, silent_target_rate=0.3, zero_prob=0.1, scale_prob=0.0)
+    data = TrainingExamples(bank, config, seed=6)
+    flags = [(bool(data[i]["z"].any()), silent(data, i)) for i in range(n)]
+    share = np.mean([s for nonzero, s in flags if nonzero])
+    assert abs(share - 0.3) < 0.075, share  # about 360 non-zero conditions: 3 sigma = 0.073
+    assert all(s for nonzero, s in flags if not nonzero)
+    with pytest.raises(ValueError, match="silent_target_rate"):
+        SamplingConfig(segment=SEG, silent_target_rate=1.5)
 
 
 def test_dedicated_examples_target_the_stem_and_remix_takes_other_songs(bank):
@@ -78,13 +94,14 @@ def test_dedicated_examples_target_the_stem_and_remix_takes_other_songs(bank):
 def test_gain_and_channel_swap_change_sources(hq_folder):
     tracks = list_tracks(hq_folder, "train")[:1]  # track a: tones with louder right channel
     plain = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(1, 1), channel_swap_prob=0,
-                                                              silent_target_rate=1.0), seed=0)
+                                                              silent_target_rate=0.0), seed=0)
     swapped = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(1, 1),
-                                                                channel_swap_prob=1, silent_target_rate=1.0), seed=0)
+                                                                channel_swap_prob=1, silent_target_rate=0.0), seed=0)
     a, b = plain[0]["sources"], swapped[0]["sources"]
     assert torch.all(a[:, 1].abs().amax(-1) > a[:, 0].abs().amax(-1))
     torch.testing.assert_close(b, a.flip(1), atol=0, rtol=0)
-    gains = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(0.25, 1.25)), seed=0)
+    gains = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, gain_range=(0.25, 1.25),
+                                                              silent_target_rate=0.0), seed=0)
     ratio = gains[0]["sources"].abs().amax((1, 2)) / a.abs().amax((1, 2))
     assert torch.all((ratio > 0.24) & (ratio < 1.26)) and ratio.std() > 0.01
 

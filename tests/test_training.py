@@ -1,6 +1,7 @@
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from conditioned_sep.data.folder import DatasetError
 from conditioned_sep.data.folder import list_tracks
 from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples
 from conditioned_sep.stems import STEMS, UnknownStemError
+from conditioned_sep import training
 from conditioned_sep.training import (TrainConfig, TrainingError, build_model, build_parser, configs_from_args,
                                       lr_at, main, spectral_loss, train)
 
@@ -54,7 +56,10 @@ def test_training_lowers_the_loss_and_writes_a_loadable_run(tmp_path, tiny_synth
     assert after < 0.85 * before, (before, after)
     rows = _log(best.parent)
     assert [int(r["step"]) for r in rows] == [20, 40, 60]
-    assert {f"valid_sdr_{s}" for s in STEMS} <= set(rows[0])
+    assert {f"valid_sdr_{s}" for s in STEMS} | {f"valid_mixture_sdr_{s}" for s in STEMS} <= set(rows[0])
+    # the mixture-as-estimate baseline per stem: mean over stems = the overall mixture_sdr
+    mix = [float(rows[0][f"valid_mixture_sdr_{s}"]) for s in STEMS]
+    assert np.nanmean(mix) == pytest.approx(float(rows[0]["valid_mixture_sdr"]), rel=1e-9)
     last, last_meta = load_checkpoint(best.parent / "last.ckpt")
     assert last_meta["extra"]["state"]["step"] == 60 and "optimizer" in last_meta["extra"]
     from conditioned_sep import Separator
@@ -82,7 +87,7 @@ def test_dedicated_model_and_the_lr_schedule(tmp_path, tiny_synthetic):
     assert lrs[3] == pytest.approx(5e-5, rel=1e-3)
 
 
-def test_bad_input_is_a_clear_error_before_training(tmp_path, tiny_synthetic, hq_folder):
+def test_bad_input_is_a_clear_error_before_training(tmp_path, tiny_synthetic, hq_folder, capsys):
     with pytest.raises(DatasetError, match="does not exist"):
         train(_config(tmp_path, tmp_path / "missing"))
     empty = tmp_path / "empty"
@@ -104,12 +109,11 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path, tiny_synthetic, hq
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(_config(tmp_path, tiny_synthetic, resume=True))
     assert not (tmp_path / "runs" / "conditioned" / "last.ckpt").exists()
-    # the command line turns them into a message and exit status 2
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--folder", str(tmp_path / "missing"), "--preset", "tiny", "--out", str(tmp_path / "runs")])
-    assert exit_info.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["--dedicated", "piano", "--preset", "tiny"])
+    # the command line turns them into a message on stderr and exit status 2 (returned, not raised)
+    assert main(["--folder", str(tmp_path / "missing"), "--preset", "tiny", "--out", str(tmp_path / "runs")]) == 2
+    assert "error: dataset folder" in capsys.readouterr().err
+    assert main(["--dedicated", "piano", "--preset", "tiny"]) == 2
+    assert "unknown stem 'piano'" in capsys.readouterr().err
 
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_synthetic):
@@ -117,6 +121,21 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_synthetic):
     with pytest.raises(TrainingError, match="already holds a run.*--resume"):
         train(_config(tmp_path, tiny_synthetic, steps=5, steps_per_epoch=5))
     train(_config(tmp_path, tiny_synthetic, steps=5, steps_per_epoch=5, overwrite=True))
+
+
+def test_overwrite_removes_the_old_run_before_training(tmp_path, tiny_synthetic, monkeypatch):
+    run = train(_config(tmp_path, tiny_synthetic, steps=5, steps_per_epoch=5)).parent
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.out").write_text("old")
+    assert {"best.ckpt", "last.ckpt", "log.csv"} <= {p.name for p in run.iterdir()}
+
+    def killed(*args, **kwargs):  # the new run dies before its first validation
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, tiny_synthetic, steps=5, steps_per_epoch=5, overwrite=True))
+    assert sorted(p.name for p in run.iterdir()) == []  # no old best.ckpt left for evaluate.py to score
 
 
 def test_command_line_builds_same_budget_configs_for_all_models():
@@ -130,6 +149,20 @@ def test_command_line_builds_same_budget_configs_for_all_models():
     assert configs_from_args(parser.parse_args([]))[0].total_steps == 2000  # the small preset's default budget
     with pytest.raises(TrainingError, match="--name"):
         configs_from_args(parser.parse_args(["--all", "--name", "x"]))
+
+
+def test_conditioning_options_reach_the_conditioned_model_only():
+    parser = build_parser()
+    configs = configs_from_args(parser.parse_args(["--all", "--film-where", "encoder", "--z-input", "embedding",
+                                                   "--preset", "tiny"]))
+    assert configs[0].model_overrides == {"film_where": "encoder", "z_input": "embedding"}
+    assert all(c.model_overrides == {} for c in configs[1:])
+    model = build_model(configs[0])
+    assert model.config.film_where == "encoder" and model.config.z_input == "embedding"
+    with pytest.raises(TrainingError, match="dedicated model has none"):
+        configs_from_args(parser.parse_args(["--dedicated", "bass", "--film", "simple"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--film-where", "middle"])
 
 
 def _train_cmd(data, out, *extra):
@@ -184,3 +217,27 @@ def test_two_process_distributed_training(tmp_path, tiny_synthetic):
     rows = _log(run)
     assert [int(r["examples"]) for r in rows] == [3 * 2 * 4, 6 * 2 * 4]  # two processes x batch 4 per step
     assert load_checkpoint(run / "last.ckpt")[1]["extra"]["state"]["step"] == 6
+
+
+def test_distributed_run_refused_by_rank_0_stops_every_rank(tmp_path, hq_folder):
+    # only rank 0 loads the validation excerpts: their missing bass must stop rank 1 too, not leave it in a
+    # barrier. Two plain processes (no torchrun agent, which would kill the survivor and hide a hang).
+    data = tmp_path / "no_valid_bass"
+    for split, track in (("train", "a"), ("valid", "b")):
+        (data / split).mkdir(parents=True)
+        os.symlink(hq_folder / "train" / track, data / split / track)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = _train_cmd(data, tmp_path / "ddp", "--dedicated", "bass", "--steps", "2")
+    procs = [subprocess.Popen(cmd, env=dict(_env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r),
+                                            LOCAL_RANK=str(r), WORLD_SIZE="2"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        errors = [proc.communicate(timeout=180)[1] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [2, 2], errors
+    assert "no validation track holds the stem 'bass'" in errors[0]
+    assert "rank 0 stopped the run" in errors[1]

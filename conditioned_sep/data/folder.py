@@ -24,6 +24,17 @@ class DatasetError(ValueError):
     """A dataset that cannot be used: missing root, empty split, unknown stem, inconsistent files."""
 
 
+def fit_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """``audio`` ``(..., c, samples)`` with ``channels`` channels: mono is spread to every channel, more
+    channels than wanted are averaged (to mono) or cut to the first ``channels``. Returned as is when it fits."""
+    have = audio.shape[-2]
+    if have == channels:
+        return audio
+    if have == 1:
+        return np.repeat(audio, channels, axis=-2)
+    return audio.mean(-2, keepdims=True) if channels == 1 else audio[..., :channels, :]
+
+
 @dataclass
 class Track:
     """One song: where its stems are (``None`` = silent or missing), its rate (Hz) and length (samples)."""
@@ -64,8 +75,8 @@ class Track:
             if path is None or start >= self.num_samples:
                 continue
             data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
-            data = data.T  # (channels, samples)
-            out[i, :, : data.shape[1]] = data if data.shape[0] == self.channels else data.mean(0, keepdims=True)
+            data = fit_channels(data.T, self.channels)  # (channels, samples)
+            out[i, :, : data.shape[1]] = data
         if sample_rate is not None and sample_rate != self.sample_rate:
             out = resample(out, orig_rate=self.sample_rate, target_rate=sample_rate)
         return out

@@ -133,11 +133,11 @@ def musdb_tracks(root: str | os.PathLike | None = None, split: str = "train", *,
         raise DatasetError(f"unknown MUSDB18 split {split!r}; choose one of {SPLITS}")
     root = musdb_root(root)
     is_wav = detect_is_wav(root) if is_wav is None else is_wav
-    valid_names = set(validation_track_names())
     folder_split = "test" if split == "test" else "train"
     if is_wav:
         tracks = list_tracks(root, folder_split)
-        if split != "test":
+        if split != "test":  # only train / valid need musdb's validation list (and so the musdb package)
+            valid_names = set(validation_track_names())
             tracks = [t for t in tracks if (t.name in valid_names) == (split == "valid")]
         for t in tracks:
             t.split = split

@@ -6,7 +6,9 @@ resumed or distributed run draws exactly the examples an uninterrupted one would
 Recipe (Open-Unmix / Demucs for the augmentation, Conditioned-U-Net for the conditions):
   - each stem comes from the anchor song, or (``remix_prob``) from another random song at its own offset;
   - a random gain per stem and a random left/right swap per stem; the mixture is the sum of the stems;
-  - the target is silent in about ``silent_target_rate`` of the examples (other excerpts are redrawn);
+  - in ``silent_target_rate`` of the examples with a non-zero condition the target stems are silenced (left
+    out of the mixture, which is then the sum of the other stems, and the target is silence); in the others a
+    silent target excerpt is redrawn (up to ``max_redraws`` times), so their targets sound;
   - conditioned models draw ``z``: one-hot (one stem), a subset of stems (target = their sum), all-zero
     (target = silence); and in ``scale_prob`` of them the target and its ``z`` are scaled by ``p ~ U[0, 1]``.
 """
@@ -21,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..stems import STEMS, UnknownStemError
-from .folder import DatasetError
+from .folder import DatasetError, fit_channels
 
 
 @dataclass
@@ -30,6 +32,10 @@ class SamplingConfig:
 
     ``target=None`` draws conditions for a conditioned model; a stem name draws examples for a dedicated one.
     The condition probabilities (one-hot, subset, zero) are normalised to sum to one.
+    ``silent_target_rate``: share of the examples with a non-zero ``z`` whose target is silence (its stems
+    zeroed, so the mixture holds only the other stems); the all-zero condition (``zero_prob``) adds its own
+    silent targets on top. A target excerpt quieter than ``silence_db`` (dB re full scale, before the gain)
+    counts as silent.
     """
 
     segment: int
@@ -55,6 +61,8 @@ class SamplingConfig:
         if min(self.onehot_prob, self.subset_prob, self.zero_prob) < 0 or \
                 self.onehot_prob + self.subset_prob + self.zero_prob <= 0:
             raise ValueError("condition probabilities must be >= 0 with a positive sum")
+        if not 0 <= self.silent_target_rate <= 1:
+            raise ValueError(f"silent_target_rate must be in [0, 1], got {self.silent_target_rate}")
 
 
 class StemBank:
@@ -75,17 +83,10 @@ class StemBank:
         total = sum(t.num_samples for t in self.tracks) * len(self.stems) * channels * 4
         self.audio: list[np.ndarray] | None = None
         if total <= preload_bytes:
-            self.audio = [self._fit(t.load(stems=self.stems)) for t in self.tracks]
+            self.audio = [fit_channels(t.load(stems=self.stems), self.channels) for t in self.tracks]
         # which tracks hold which stem (a silent file counts as absent); lets a dedicated target be required
         self.has_stem = np.array([[self._present(i, s) for s in range(len(self.stems))]
                                   for i in range(len(self.tracks))], dtype=bool)
-
-    def _fit(self, audio: np.ndarray) -> np.ndarray:
-        if audio.shape[1] == self.channels:
-            return audio
-        if audio.shape[1] == 1:
-            return np.repeat(audio, self.channels, axis=1)
-        return audio.mean(1, keepdims=True) if self.channels == 1 else audio[:, : self.channels]
 
     def _present(self, track: int, stem: int) -> bool:
         if self.audio is not None:
@@ -106,7 +107,8 @@ class StemBank:
             out = np.zeros((self.channels, length), dtype=np.float32)
             out[:, : data.shape[1]] = data
             return out
-        return self._fit(self.tracks[track].load(stems=[self.stems[stem]], start=start, length=length))[0]
+        return fit_channels(self.tracks[track].load(stems=[self.stems[stem]], start=start, length=length),
+                            self.channels)[0]
 
 
 def _silent(x: np.ndarray, threshold_db: float) -> bool:
@@ -162,17 +164,19 @@ class TrainingExamples(Dataset):
         anchor = int(rng.integers(len(bank)))
         if cfg.target is not None and anchor not in self._target_tracks:
             anchor = int(rng.choice(self._target_tracks))
-        keep_silent = rng.random() < cfg.silent_target_rate
+        silent_target = bool(z.any()) and rng.random() < cfg.silent_target_rate
         sources = np.zeros((n_stems, bank.channels, seg), dtype=np.float32)
         for k in range(n_stems):
             is_target = z[k] > 0
-            for attempt in range(cfg.max_redraws if is_target and not keep_silent else 1):
+            if is_target and silent_target:
+                continue  # a silent target: this stem stays out of the mixture
+            for attempt in range(cfg.max_redraws if is_target else 1):
                 track = anchor if (attempt == 0 and rng.random() >= cfg.remix_prob) else int(rng.integers(len(bank)))
-                if is_target and not keep_silent and len(self._tracks_with[k]) and track not in self._tracks_with[k]:
+                if is_target and len(self._tracks_with[k]) and track not in self._tracks_with[k]:
                     track = int(rng.choice(self._tracks_with[k]))
                 start = int(rng.integers(0, max(1, bank.num_samples(track) - seg + 1)))
                 x = bank.excerpt(track, k, start, seg)
-                if not (is_target and not keep_silent and _silent(x, cfg.silence_db)):
+                if not (is_target and _silent(x, cfg.silence_db)):
                     break
             gain = rng.uniform(*cfg.gain_range)
             if rng.random() < cfg.channel_swap_prob:
@@ -200,8 +204,5 @@ def validation_excerpts(tracks: Sequence, *, stems: Sequence[str] = STEMS, secon
     for t in tracks:
         length = min(t.num_samples, int(seconds * t.sample_rate))
         start = (t.num_samples - length) // 2
-        audio = t.load(stems=stems, start=start, length=length)
-        if audio.shape[1] != channels:
-            audio = np.repeat(audio[:, :1], channels, axis=1) if audio.shape[1] == 1 else audio[:, :channels]
-        out.append((t.name, audio))
+        out.append((t.name, fit_channels(t.load(stems=stems, start=start, length=length), channels)))
     return out
