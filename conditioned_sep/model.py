@@ -35,8 +35,9 @@ class ModelConfig:
 
     FiLM defaults (``film="complex"``, ``film_where="decoder"``, ``z_input="onehot"``): decoder-side
     conditioning is what LaSAFT's authors found consistently better, and it lets one encoder pass (and the skip
-    halves of the decoder convolutions) serve every requested stem. Not yet chosen by a training comparison here:
-    every option is a config field, so the default can follow a measurement.
+    halves of the decoder convolutions) serve every requested stem. Measured here (small preset, 2000 steps,
+    synthetic test split; README "Model"): complex one-hot FiLM beats simple or embedded z by 0.7-1.9 dB, and
+    decoder, encoder and both are within 0.4 dB on single stems, but encoder-only fails the accompaniment sum.
     """
 
     sample_rate: int = 44100
