@@ -46,7 +46,8 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
         try:
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as err:
-            raise AudioError(f"cannot read audio file {path}: {err}. Is it a valid {ext} file?") from err
+            reason = str(err).rstrip(". ")
+            raise AudioError(f"cannot read audio file {path}: {reason}. Is it a valid {ext} file?") from err
         audio = np.ascontiguousarray(data.T)
     else:
         audio, rate = _read_with_ffmpeg(path)
