@@ -265,7 +265,9 @@ def test_oracle_masks_share_out_the_mixture(stem_folder):
         assert est["vocals"].shape == mixture.shape and seconds == 0.0
 
 
-def test_changed_settings_score_again_and_restart(tmp_path, stem_folder, monkeypatch):
+@pytest.fixture
+def scored(monkeypatch) -> list[str]:
+    """Records ``"<track>:<row>"`` for every (track, row) that evaluation scores (not served from the cache)."""
     calls: list[str] = []
     original = evaluation._evaluate_track
 
@@ -274,6 +276,11 @@ def test_changed_settings_score_again_and_restart(tmp_path, stem_folder, monkeyp
         return original(track, rows, todo, *args, **kwargs)
 
     monkeypatch.setattr(evaluation, "_evaluate_track", counting)
+    return calls
+
+
+def test_changed_settings_score_again_and_restart(tmp_path, stem_folder, scored):
+    calls = scored
     # the mixture row alone: one cheap BSS Eval per track
     config = EvalConfig(models=[], out=tmp_path, dataset=DatasetSpec("folder", stem_folder, "test", limit=1),
                         sums=(), oracle="none", progress=False)
@@ -310,15 +317,8 @@ def test_chunked_oracle_equals_the_whole_track_oracle(stem_folder):
         evaluation._OracleRow("irm2", n_fft=512, hop_length=128, chunk=100)
 
 
-def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder, stem_folder, monkeypatch):
-    calls: list[str] = []
-    original = evaluation._evaluate_track
-
-    def counting(track, rows, todo, *args, **kwargs):
-        calls.extend(f"{track.name}:{r}" for r in todo)
-        return original(track, rows, todo, *args, **kwargs)
-
-    monkeypatch.setattr(evaluation, "_evaluate_track", counting)
+def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder, stem_folder, scored):
+    calls = scored
     config = EvalConfig(models=evaluation.discover_models([str(run_folder / "conditioned")]), out=tmp_path / "out",
                         dataset=DatasetSpec("folder", stem_folder, "test", limit=1), sums=(), oracle="none",
                         progress=False)
