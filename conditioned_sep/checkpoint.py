@@ -5,9 +5,7 @@ sha256), then the payload written by ``torch.save``: a dict of plain data and te
 as a plain dict, stems, state dict, training summary, library versions, ``extra``). The payload is read with
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 
-Finding models on disk (one resolver for ``separate`` and ``evaluate``): :func:`find_checkpoints` ``(paths) ->
-[CheckpointSet]`` reads a checkpoint file, a model folder (``best.ckpt``), a training run folder or a list of
-dedicated checkpoints; :data:`DEFAULT_RUN` is where training leaves its models.
+Finding models on disk (run folders, sets of dedicated checkpoints) is :mod:`conditioned_sep.runs`' job.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ import json
 import os
 import platform
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +24,22 @@ import torch
 
 from .fileio import atomic_write_bytes
 from .model import ConditionedUNet, ModelConfig
-from .stems import STEMS
 
 MAGIC = b"CONDITIONED-SEP-CHECKPOINT "
 FORMAT_VERSION = 1
 MODEL_NAME = "ConditionedUNet"
 _MAX_HEADER = 4096
 
+CHECKPOINT_NAMES = ("best.ckpt", "last.ckpt")
+"""The files a model folder holds, in order of preference."""
+
 
 class CheckpointError(ValueError):
     """A file that is not a usable conditioned-sep checkpoint (wrong kind, corrupt, truncated, incompatible)."""
+
+
+class CheckpointNotFoundError(FileNotFoundError, CheckpointError):
+    """No checkpoint where the user pointed (or at the default place)."""
 
 
 def _versions() -> dict[str, str]:
@@ -103,9 +105,29 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_in(folder: str | os.PathLike) -> Path | None:
+    """``folder/best.ckpt``, else ``folder/last.ckpt``, else None."""
+    return next((Path(folder) / n for n in CHECKPOINT_NAMES if (Path(folder) / n).is_file()), None)
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or the ``best.ckpt`` (else ``last.ckpt``) of a model
+    folder. Raises :class:`CheckpointNotFoundError` naming the path and the way out."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = checkpoint_in(path)
+        if found is None:
+            raise CheckpointNotFoundError(
+                f"no {' or '.join(CHECKPOINT_NAMES)} in {path}; pass a checkpoint file or a model folder "
+                "(a training run's conditioned/ or dedicated-<stem>/)")
+        return found
+    raise CheckpointNotFoundError(f"checkpoint not found: {path}; train first (python train.py) or pass an "
+                                  "existing checkpoint")
+
+
 def _read_payload(path: Path) -> tuple[dict, dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     data = path.read_bytes()
     redo = "re-download or re-train it (the training run writes best.ckpt / last.ckpt)"
     if not data.startswith(MAGIC):
@@ -137,7 +159,7 @@ def _read_payload(path: Path) -> tuple[dict, dict]:
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[ConditionedUNet, dict]:
     """Read a checkpoint -> ``(model in eval mode, meta)``; meta has format_version, model_name, config, stems,
     training, extra, versions, sha256 and path. Raises :class:`CheckpointError` naming the file on any problem."""
-    path = Path(path)
+    path = checkpoint_file(path)
     header, payload = _read_payload(path)
     try:
         config = ModelConfig.from_dict(dict(payload["config"]))
@@ -150,103 +172,3 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     meta.update(sha256=header["sha256"], path=str(path))
     return model, meta
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Finding checkpoints on disk (the command line of separate and evaluate)
-# --------------------------------------------------------------------------------------------------------------
-
-DEFAULT_RUN = Path("runs/default")
-"""Where ``python train.py`` (``conditioned-sep train``) leaves its models, and where ``separate`` and
-``evaluate`` look when no checkpoint is given."""
-
-CHECKPOINT_NAMES = ("best.ckpt", "last.ckpt")
-"""The files a model folder holds, in order of preference."""
-
-_HINT = "train first (python train.py or conditioned-sep train) or pass an existing checkpoint"
-
-
-class CheckpointNotFoundError(FileNotFoundError, CheckpointError):
-    """No checkpoint where the user pointed (or at the default place)."""
-
-
-@dataclass(frozen=True)
-class CheckpointSet:
-    """One model to load: a single checkpoint (conditioned or one dedicated model), or a set of dedicated
-    checkpoints (one per stem). ``name`` names the model in tables and messages."""
-
-    name: str
-    paths: tuple[Path, ...]
-
-    def load(self, **kwargs):
-        """The :class:`~conditioned_sep.separator.Separator` of these checkpoints; ``kwargs`` go to it."""
-        from .separator import Separator
-
-        paths = [str(p) for p in self.paths]
-        return Separator.load(paths[0] if len(paths) == 1 else paths, **kwargs)
-
-
-def checkpoint_in(folder: str | os.PathLike) -> Path | None:
-    """``folder/best.ckpt``, else ``folder/last.ckpt``, else None."""
-    return next((Path(folder) / n for n in CHECKPOINT_NAMES if (Path(folder) / n).is_file()), None)
-
-
-def _name_of_file(path: Path) -> str:
-    return path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
-
-
-def find_checkpoints(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[CheckpointSet]:
-    """The models at ``paths``, always as a list of :class:`CheckpointSet`.
-
-    One path:
-
-    - a checkpoint file: one model, named after the file (or its folder for ``best.ckpt`` / ``last.ckpt``);
-    - a folder holding ``best.ckpt`` (or ``last.ckpt``): one model named after the folder;
-    - a training run folder (``train.py --out``): ``conditioned/`` first, then every other subfolder holding a
-      checkpoint (by name) as one model each, then all ``dedicated-<stem>/`` subfolders as one set named
-      "dedicated" (in stem order).
-
-    Several paths: one set of dedicated checkpoints named "dedicated", each path a file or a folder holding one.
-    Raises :class:`CheckpointNotFoundError` naming the path and the way out.
-    """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not items:
-        raise CheckpointNotFoundError(f"no checkpoint given; {_HINT}")
-    files: list[Path] = []
-    for item in map(Path, items):
-        if not item.exists():
-            raise CheckpointNotFoundError(f"checkpoint not found: {item}; {_HINT}")
-        own = item if item.is_file() else checkpoint_in(item)
-        if own is not None:
-            files.append(own)
-        elif len(items) > 1:
-            raise CheckpointNotFoundError(f"no {' or '.join(CHECKPOINT_NAMES)} in {item}; pass one checkpoint (or "
-                                          "model folder) per stem of a dedicated set")
-    if len(items) > 1:
-        return [CheckpointSet("dedicated", tuple(files))]
-    if files:
-        path = files[0]
-        return [CheckpointSet(_name_of_file(path) if Path(items[0]).is_file() else Path(items[0]).name, (path,))]
-    return _run_folder(Path(items[0]))
-
-
-def _run_folder(root: Path) -> list[CheckpointSet]:
-    found: list[CheckpointSet] = []
-    dedicated: dict[str, Path] = {}
-    for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name != "conditioned", p.name)):
-        ckpt = checkpoint_in(sub)
-        if ckpt is None:
-            continue
-        if sub.name.startswith("dedicated-"):
-            dedicated[sub.name.removeprefix("dedicated-")] = ckpt
-        else:
-            found.append(CheckpointSet(sub.name, (ckpt,)))
-    if dedicated:
-        # vocabulary order, so that the set's stems read naturally; unknown names after, by name
-        order = sorted(dedicated, key=lambda s: (STEMS.index(s) if s in STEMS else len(STEMS), s))
-        found.append(CheckpointSet("dedicated", tuple(dedicated[s] for s in order)))
-    if not found:
-        raise CheckpointNotFoundError(
-            f"no checkpoint in {root}: expected best.ckpt, or the subfolders conditioned/ and dedicated-<stem>/ "
-            f"holding best.ckpt (the layout train.py writes); {_HINT}")
-    return found

@@ -11,12 +11,9 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .runs import DEFAULT_RUN, choose_checkpoint
 from .stems import STEMS, UnknownStemError, parse_queries
-
-if TYPE_CHECKING:  # checkpoint imports torch: load it only when a command needs it
-    from .checkpoint import CheckpointSet
 
 _USAGE = """usage: conditioned-sep {separate,train,evaluate} ...
 
@@ -29,23 +26,6 @@ commands:
 
 Run `conditioned-sep COMMAND --help` for a command's options.
 """
-
-
-def choose_checkpoint(paths: Sequence[str | Path]) -> CheckpointSet:
-    """The model ``--checkpoint`` values name, as a :class:`~conditioned_sep.checkpoint.CheckpointSet`.
-
-    One value: a checkpoint file, a folder holding ``best.ckpt`` (or ``last.ckpt``), or a training run folder
-    (its ``conditioned/`` model, else its only model, e.g. the ``dedicated-<stem>/`` set). Several values: a set of
-    dedicated checkpoints (files or folders). Raises :class:`~conditioned_sep.checkpoint.CheckpointNotFoundError`
-    (or, for a run folder holding several models but no ``conditioned/``, a ``CheckpointError``).
-    """
-    from .checkpoint import CheckpointError, find_checkpoints
-
-    found = find_checkpoints(paths)
-    if len(found) > 1 and found[0].name != "conditioned":
-        raise CheckpointError(f"{paths[0]} holds several models ({', '.join(m.name for m in found)}) and no "
-                              f"conditioned/; pick one: --checkpoint {Path(paths[0]) / found[0].name}")
-    return found[0]
 
 
 def _song_name(path: Path) -> str:
@@ -61,8 +41,6 @@ def _file_name(query: str) -> str:
 
 
 def build_separate_parser(prog: str = "conditioned-sep separate") -> argparse.ArgumentParser:
-    from .checkpoint import DEFAULT_RUN
-
     parser = argparse.ArgumentParser(prog=prog, description=(
         "Separate songs (wav, flac, ogg; mp3, mp4, m4a with ffmpeg) into the stems you ask for: one wav per "
         "requested stem per song, OUT/<song>/<stem>.wav, at the song's sample rate."))
@@ -89,8 +67,6 @@ def separate_main(argv: Sequence[str] | None = None, *, prog: str = "conditioned
     parser = build_separate_parser(prog)
     args = parser.parse_args(argv)
     from .audio import read_audio, write_audio
-    from .checkpoint import DEFAULT_RUN
-
     try:
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read

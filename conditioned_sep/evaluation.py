@@ -48,7 +48,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,8 @@ import torch
 
 from . import report
 from .audio import to_numpy, write_audio
-from .checkpoint import DEFAULT_RUN, CheckpointNotFoundError, CheckpointSet, checkpoint_in, find_checkpoints
+from .data.sources import DatasetSpec, prepare, split_tracks
+from .runs import DEFAULT_RUN, CheckpointSet, discover_models
 from .fileio import atomic_write_text
 from .metrics import METRICS
 from .report import ConditionScores, ModelCost
@@ -84,16 +85,6 @@ ModelSpec = CheckpointSet
 """One model row: a conditioned checkpoint, or a set of checkpoints (one dedicated model per stem)."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """The test tracks: ``kind`` is "default" (embedded synthetic songs), "musdb" or "folder"."""
-
-    kind: str = "default"
-    root: Path | None = None
-    split: str = "test"
-    limit: int | None = None
-
-
 @dataclass
 class EvalConfig:
     """Everything one evaluation run needs. ``jobs`` > 1 scores tracks in that many processes."""
@@ -101,6 +92,8 @@ class EvalConfig:
     models: list[ModelSpec]
     out: Path = Path("results")
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    split: str = "test"
+    tracks: int | None = None
     sums: tuple[str, ...] = DEFAULT_SUMS
     oracle: str = "irm2"
     mixture: bool = True
@@ -115,44 +108,6 @@ class EvalConfig:
         self.out = Path(self.out)
         self.estimates = None if self.estimates is None else Path(self.estimates)
         self.sums = tuple(self.sums)
-
-
-def discover_models(specs: Sequence[str]) -> list[ModelSpec]:
-    """Turn command-line model arguments into model rows (:func:`conditioned_sep.checkpoint.find_checkpoints`).
-
-    Each argument is ``[NAME=]PATH[,PATH...]``:
-
-    - a checkpoint file: one model, named after the file (or its folder for ``best.ckpt`` / ``last.ckpt``);
-    - a folder holding ``best.ckpt`` (or ``last.ckpt``): one model named after the folder;
-    - a training run folder (``train.py --out``): its ``conditioned/`` (and any other non-dedicated subfolder)
-      as one model each, and all of its ``dedicated-<stem>/`` subfolders together as one set named "dedicated";
-      with NAME, the rows are named NAME-<row>;
-    - several comma-separated paths: one set of dedicated checkpoints, named "dedicated" unless NAME is given.
-    """
-    models: list[ModelSpec] = []
-    for spec in specs:
-        name, sep, rest = spec.partition("=")
-        if not sep or "/" in name or os.sep in name or not name:
-            name, rest = "", spec
-        parts = [p for p in rest.split(",") if p.strip()]
-        if not parts:
-            raise EvaluationError(f"empty model argument {spec!r}; pass a checkpoint, a folder or NAME=PATH")
-        try:
-            found = find_checkpoints(parts)
-        except CheckpointNotFoundError as err:
-            raise EvaluationError(f"{err} (from {spec!r})") from err
-        if name:
-            run_folder = len(parts) == 1 and Path(parts[0]).is_dir() and checkpoint_in(parts[0]) is None
-            found = [replace(m, name=f"{name}-{m.name}" if run_folder else name) for m in found]
-        models.extend(found)
-    names = [m.name for m in models]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise EvaluationError(f"model name(s) {', '.join(twice)} used twice; name each row: NAME=PATH")
-    for reserved in ("mixture", "oracle-irm1", "oracle-irm2"):
-        if reserved in names:
-            raise EvaluationError(f"model name {reserved!r} is reserved for a reference row; pass NAME=PATH")
-    return models
 
 
 def parse_sums(sums: str | Sequence[str]) -> list[StemQuery]:
@@ -187,29 +142,13 @@ def scoring_set(query: StemQuery) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_tracks(dataset: DatasetSpec) -> list:
-    """The test tracks of ``dataset``, sorted by name, the first ``limit`` of them when set."""
-    if dataset.kind == "default":
-        from .data.folder import list_tracks
-        from .data.synthetic import ensure_default_dataset
-
-        root = ensure_default_dataset(dataset.root)
-        tracks = list_tracks(root, dataset.split)
-    elif dataset.kind == "folder":
-        from .data.folder import list_tracks
-
-        tracks = list_tracks(dataset.root, dataset.split)
-    elif dataset.kind == "musdb":
-        from .data.musdb import musdb_tracks
-
-        tracks = musdb_tracks(dataset.root, dataset.split)
-    else:
-        raise EvaluationError(f"unknown dataset kind {dataset.kind!r}; use default, folder or musdb")
-    tracks = sorted(tracks, key=lambda t: t.name)
-    if dataset.limit is not None:
-        tracks = tracks[: dataset.limit]
+def load_tracks(config: EvalConfig) -> list:
+    """The test tracks of ``config`` (its dataset and split), sorted by name, the first ``config.tracks`` of them
+    when set."""
+    tracks = split_tracks(prepare(config.dataset, progress=config.progress), config.split)
+    tracks = sorted(tracks, key=lambda t: t.name)[: config.tracks]
     if not tracks:
-        raise EvaluationError(f"no track in the {dataset.split} split of {dataset.root or 'the default dataset'}")
+        raise EvaluationError(f"no track in the {config.split} split of {config.dataset.describe()}")
     return tracks
 
 
@@ -422,7 +361,7 @@ def _record_fingerprint(row: _Row, config: EvalConfig, sums: list[StemQuery]) ->
     the dataset; anything else changed means the track is scored again."""
     conditions = ",".join(q.name for q in _conditions_for(row, sums))
     data = config.dataset
-    return f"{row.fingerprint}|conditions={conditions}|data={data.kind}:{data.root}:{data.split}"
+    return f"{row.fingerprint}|conditions={conditions}|data={data.kind}:{data.root}:{config.split}"
 
 
 def _cache_path(out: Path, model: str, track: str) -> Path:
@@ -478,7 +417,7 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
 
 
 def track_split(track, config: EvalConfig) -> str:
-    return str(getattr(track, "split", None) or config.dataset.split)
+    return str(getattr(track, "split", None) or config.split)
 
 
 def _estimate_path(config: EvalConfig, model: str, track, condition: str) -> Path:
@@ -502,7 +441,7 @@ def _init_worker(config: EvalConfig, threads: int) -> None:
     torch.set_num_threads(threads)  # a worker process of our own: share the cores between workers
     _WORKER["config"] = config
     _WORKER["rows"] = _build_rows(config)
-    _WORKER["tracks"] = {t.name: t for t in load_tracks(config.dataset)}
+    _WORKER["tracks"] = {t.name: t for t in load_tracks(config)}
     _WORKER["sums"] = parse_sums(list(config.sums))
 
 
@@ -540,7 +479,7 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
     out.mkdir(parents=True, exist_ok=True)
     if config.estimates is not None:
         Path(config.estimates).mkdir(parents=True, exist_ok=True)
-    tracks = load_tracks(config.dataset)
+    tracks = load_tracks(config)
     rows = _build_rows(config)
     if not rows:
         raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")
@@ -624,7 +563,7 @@ def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> Evaluation
     source = {"default": "the embedded default dataset", "folder": f"{config.dataset.root}",
               "musdb": f"MUSDB18 at {config.dataset.root or '$MUSDB_PATH'}"}[config.dataset.kind]
     n = len(tracks)
-    title = f"{n} track{'s' if n != 1 else ''} of the {config.dataset.split} split of {source}"
+    title = f"{n} track{'s' if n != 1 else ''} of the {config.split} split of {source}"
     markdown = report.markdown_tables(table, comparisons=comparisons, costs=costs, title=title) + _notes(rows)
     files = {
         "results.md": out / "results.md",
@@ -685,13 +624,13 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                                   "(python train.py) or pass CHECKPOINT_OR_SET")
         specs = [str(DEFAULT_RUN)]
     if args.musdb is not None:
-        dataset = DatasetSpec("musdb", Path(args.musdb) if args.musdb else None, args.split, args.tracks)
+        dataset = DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
     elif args.folder is not None:
-        dataset = DatasetSpec("folder", args.folder, args.split, args.tracks)
+        dataset = DatasetSpec("folder", args.folder)
     else:
-        dataset = DatasetSpec("default", None, args.split, args.tracks)
+        dataset = DatasetSpec("default", None)
     return EvalConfig(
-        models=discover_models(specs), out=args.out, dataset=dataset, sums=tuple(q.name for q in parse_sums(args.sums)),
+        models=discover_models(specs), out=args.out, dataset=dataset, split=args.split, tracks=args.tracks, sums=tuple(q.name for q in parse_sums(args.sums)),
         oracle=args.oracle, mixture=not args.no_mixture, jobs=args.jobs, estimates=args.estimates, niter=args.niter,
         device=args.device, progress=not args.no_progress, restart=args.restart,
     )

@@ -290,7 +290,7 @@ class ConditionedUNet(nn.Module):
         high = low[:, :, -max(1, cfg.n_bins // 8):].mean(2, keepdim=True)  # (q, c, 1, t)
         return low, high
 
-    def forward(self, mag: Tensor, z: Tensor | None = None) -> Tensor:
+    def masks(self, mag: Tensor, z: Tensor | None = None) -> Tensor:
         """``mag (b, c, n_fft // 2 + 1, t)`` magnitude, ``z (b, n_stems)`` or None -> mask ``(b, c, f, t)`` in [0, 1].
 
         Any number of frames (padded internally to a multiple of ``config.multiple`` and cropped back).
@@ -304,9 +304,10 @@ class ConditionedUNet(nn.Module):
             return low
         return torch.cat([low, repeat(high, "q c 1 t -> q c f t", f=n_high)], dim=2)
 
-    def apply_masks(self, spec: Tensor, z: Tensor | None = None) -> Tensor:
-        """Masked complex spectrograms: ``spec (b, c, f, t)`` complex (batch 1 allowed, as in forward) ->
-        ``mask * spec`` ``(q, c, f, t)``, without materialising the full-band mask (inference fast path)."""
+    def forward(self, spec: Tensor, z: Tensor | None = None) -> Tensor:
+        """The estimates: complex ``spec (b, c, f, t)`` of the mixture and ``z (q, n_stems)`` (or None for a dedicated
+        model) -> complex ``mask * spec`` ``(q, c, f, t)`` (``spec`` of batch 1 serves q conditions, as in
+        :meth:`masks`), without materialising the full-band mask when no gradient is recorded."""
         # q: conditions, c: channels, f: freq, t: frames, r: real / imaginary part
         low, high = self.band_masks(spec.abs(), z)
         nb = low.shape[2]

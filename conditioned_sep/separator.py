@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .audio import AudioError, as_float, read_audio, resample, validate_audio
+from .checkpoint import load_checkpoint
 from .model import ConditionedUNet
 from .spectral import wiener
 from .stems import StemQuery, parse_queries, queries_to_z
@@ -96,8 +97,6 @@ class Separator:
     def load(cls, path: PathLike | Sequence[PathLike] | Mapping[str, PathLike], **kwargs) -> Separator:
         """One checkpoint (conditioned, or one dedicated model), a list of dedicated checkpoints, or a mapping
         stem -> dedicated checkpoint. ``kwargs`` go to :class:`Separator`."""
-        from .checkpoint import load_checkpoint
-
         if isinstance(path, (str, os.PathLike)):
             model, _ = load_checkpoint(path)
             return cls(model, **kwargs)
@@ -266,10 +265,10 @@ class Separator:
         spec = model.stft(x[None])  # (1, c, f, t)
         if self.is_conditioned:
             z = queries_to_z(queries, vocabulary=self.stems).to(x.device)
-            est = torch.cat([model.apply_masks(spec, zb) for zb in z.split(self.batch_size)])  # (q, c, f, t)
+            est = torch.cat([model(spec, zb) for zb in z.split(self.batch_size)])  # (q, c, f, t)
         else:  # a sum of stems is the sum of the dedicated estimates
             needed = [s for s in self.stems if any(s in q.stems for q in queries)]
-            stem_est = {s: self.models[s].apply_masks(spec) for s in needed}
+            stem_est = {s: self.models[s](spec) for s in needed}
             est = torch.cat([sum(stem_est[s] for s in q.stems) for q in queries])  # (q, c, f, t)
         if self.niter > 0:
             est = self._wiener(est, spec[0], queries)

@@ -42,8 +42,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .checkpoint import DEFAULT_RUN, load_checkpoint, save_checkpoint
-from .data.folder import DatasetError, list_tracks
+from .checkpoint import load_checkpoint, save_checkpoint
+from .runs import DEFAULT_RUN
+from .data.folder import DatasetError
+from .data.musdb import StemTrack
+from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
 from .data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from .fileio import atomic_write_text
 from .metrics import new_sdr
@@ -147,32 +150,14 @@ class TrainConfig:
 
 def _dataset_tracks(config: TrainConfig) -> tuple[list, list, str]:
     """(train tracks, validation tracks, description). Raises DatasetError before any training."""
-    if config.dataset == "musdb":
-        from .data.musdb import StemTrack, musdb_tracks
-
-        train, valid = musdb_tracks(config.data_root, "train"), musdb_tracks(config.data_root, "valid")
-        if isinstance(train[0], StemTrack):
-            print("warning: training on MUSDB18 .stem.mp4 decodes audio with ffmpeg on every example, which is "
-                  "slow; decode once with `python -m conditioned_sep.data.musdb decode ROOT OUT` and train on OUT")
-        return train, valid, f"musdb:{config.data_root or os.environ.get('MUSDB_PATH')}"
-    if config.dataset == "default":
-        from .data.synthetic import ensure_default_dataset
-
-        root = _rank0_first(lambda: ensure_default_dataset(config.data_root, seed=0, progress=config.progress))
-    else:
-        root = config.data_root
-    train = list_tracks(root, "train")
-    if (Path(root) / "valid").is_dir():
-        valid = list_tracks(root, "valid")
-    else:
-        # no validation folder (e.g. MUSDB18-HQ trained as a plain folder): hold out every 10th training song
-        if len(train) < 2:
-            raise DatasetError(f"{root} has no valid/ split and too few training tracks to hold one out; "
-                               "add <root>/valid/<track>/<stem>.wav")
-        valid = train[::10]
-        train = [t for i, t in enumerate(train) if i % 10]
-        print(f"note: {root} has no valid/ split; holding out {len(valid)} training track(s) for validation")
-    return train, valid, f"{config.dataset}:{root}"
+    spec = _rank0_first(lambda: prepare(DatasetSpec(config.dataset, config.data_root), progress=config.progress))
+    train, valid = split_tracks(spec, "train"), split_tracks(spec, "valid")
+    if not has_own_valid_split(spec):
+        print(f"note: {spec.root} has no valid/ split; holding out {len(valid)} training track(s) for validation")
+    if isinstance(train[0], StemTrack):
+        print("warning: training on MUSDB18 .stem.mp4 decodes audio with ffmpeg on every example, which is "
+              "slow; decode once with `python -m conditioned_sep.data.musdb decode ROOT OUT` and train on OUT")
+    return train, valid, spec.describe()
 
 
 def _check_rates(tracks: Sequence, rate: int) -> None:
@@ -206,10 +191,10 @@ def spectral_loss(model: nn.Module, core: ConditionedUNet, mixture: Tensor, targ
     # b: batch, c: channels, f: freq, t: frames
     spec_mix = core.stft(mixture)
     spec_tgt = core.stft(target)
-    mask = model(spec_mix.abs(), z)
-    loss = (mask * spec_mix.abs() - spec_tgt.abs()).abs().mean()
+    est = model(spec_mix, z)
+    loss = (est.abs() - spec_tgt.abs()).abs().mean()
     if wave_weight > 0:
-        estimate = core.istft(mask * spec_mix, length=mixture.shape[-1])
+        estimate = core.istft(est, length=mixture.shape[-1])
         loss = loss + wave_weight * (estimate - target).abs().mean()
     return loss
 
@@ -234,10 +219,10 @@ def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]],
         refs = sources[idx]  # (k, c, n)
         mixture = torch.from_numpy(sources.sum(0))[None].to(device)  # (1, c, n)
         spec = model.stft(mixture)  # (1, c, f, t)
-        mask = model(spec.abs(), z)  # (k, c, f, t)
+        est = model(spec, z)  # (k, c, f, t)
         target_mag = model.stft(torch.from_numpy(refs).to(device)).abs()
-        losses.append(float((mask * spec.abs() - target_mag).abs().mean()))
-        estimates = model.istft(mask * spec, length=mixture.shape[-1]).cpu().numpy()
+        losses.append(float((est.abs() - target_mag).abs().mean()))
+        estimates = model.istft(est, length=mixture.shape[-1]).cpu().numpy()
         sdr = new_sdr(refs, estimates)
         mix_sdr = new_sdr(refs, np.broadcast_to(sources.sum(0), refs.shape))
         for k, stem in enumerate(stems):

@@ -10,6 +10,7 @@ import pytest
 
 from conditioned_sep.audio import write_audio
 from conditioned_sep.data.synthetic import SyntheticConfig, ensure_default_dataset
+from conditioned_sep.stems import STEMS
 
 RATE = 44100
 TINY_SYNTHETIC = SyntheticConfig(train_songs=4, valid_songs=2, test_songs=2, train_seconds=3.0, valid_seconds=2.0,
@@ -62,4 +63,23 @@ def musdb_stem_folder(tmp_path_factory) -> Path:
                         ("test", "Al James - Schoolboy Facination")]:
         (root / split).mkdir(exist_ok=True)
         (root / split / f"{name}.stem.mp4").symlink_to(excerpt)
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory) -> Path:
+    """A training-run layout of tiny untrained models: conditioned/ and dedicated-<stem>/ with best.ckpt."""
+    import torch
+
+    from conditioned_sep.checkpoint import save_checkpoint
+    from conditioned_sep.model import ConditionedUNet
+
+    root = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    models = {"conditioned": ConditionedUNet.from_preset("tiny")}
+    for stem in STEMS:
+        models[f"dedicated-{stem}"] = ConditionedUNet.from_preset("tiny", conditioned=False, target=stem)
+    for name, model in models.items():
+        (root / name).mkdir()
+        save_checkpoint(root / name / "best.ckpt", model.eval())
     return root

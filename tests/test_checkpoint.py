@@ -6,11 +6,8 @@ import pytest
 import torch
 
 from conditioned_sep.checkpoint import (
-    DEFAULT_RUN,
     CheckpointError,
     CheckpointNotFoundError,
-    CheckpointSet,
-    find_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -21,7 +18,7 @@ def _trained_like(**overrides) -> ConditionedUNet:
     torch.manual_seed(0)
     model = ConditionedUNet.from_preset("tiny", **overrides)
     model.train()
-    model(torch.rand(4, 2, 129, 16), torch.eye(4) if model.is_conditioned else None)  # moves BN running stats
+    model.masks(torch.rand(4, 2, 129, 16), torch.eye(4) if model.is_conditioned else None)  # moves BN running stats
     return model.eval()
 
 
@@ -35,7 +32,7 @@ def test_save_load_gives_identical_outputs(tmp_path, overrides):
     assert loaded.config == model.config
     mag = torch.rand(1, 2, 129, 40)
     z = torch.eye(4) if model.is_conditioned else None
-    assert torch.equal(loaded(mag, z), model(mag, z))
+    assert torch.equal(loaded.masks(mag, z), model.masks(mag, z))
     assert meta["training"] == {"epochs": 3, "best_loss": 0.25}
     assert meta["stems"] == ["vocals", "drums", "bass", "other"]
     assert meta["model_name"] == "ConditionedUNet" and meta["format_version"] == 1
@@ -46,7 +43,7 @@ def test_save_load_gives_identical_outputs(tmp_path, overrides):
 def test_extra_carries_resume_state(tmp_path):
     model = _trained_like()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.rand(2, 2, 129, 16), torch.eye(4)[:2]).mean().backward()
+    model.masks(torch.rand(2, 2, 129, 16), torch.eye(4)[:2]).mean().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
     rng = np.random.default_rng(123)
@@ -142,61 +139,13 @@ def test_mismatched_state_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
-# ---- finding checkpoints on disk ------------------------------------------------------------------------------
-
-
-def _layout(root: Path, files: list[str]) -> Path:
-    for name in files:  # find_checkpoints looks at names only: empty files will do
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).touch()
-    return root
-
-
-def test_find_checkpoints_file_folder_run_and_set(tmp_path):
-    run = _layout(tmp_path / "run", ["baseline/last.ckpt", "conditioned/best.ckpt", "conditioned/last.ckpt",
-                                     "dedicated-other/best.ckpt", "dedicated-vocals/last.ckpt",
-                                     "dedicated-bass/best.ckpt", "notes/readme.txt"])
-    assert find_checkpoints(run / "conditioned" / "last.ckpt") == [
-        CheckpointSet("conditioned", (run / "conditioned" / "last.ckpt",))]
-    assert find_checkpoints(str(run / "conditioned")) == [
-        CheckpointSet("conditioned", (run / "conditioned" / "best.ckpt",))]  # best before last
-    _layout(tmp_path, ["model-7.ckpt"])
-    assert find_checkpoints(tmp_path / "model-7.ckpt")[0].name == "model-7"
-    # a run folder: conditioned first, other models by name, the dedicated models as one set in stem order
-    assert find_checkpoints(run) == [
-        CheckpointSet("conditioned", (run / "conditioned" / "best.ckpt",)),
-        CheckpointSet("baseline", (run / "baseline" / "last.ckpt",)),
-        CheckpointSet("dedicated", (run / "dedicated-vocals" / "last.ckpt", run / "dedicated-bass" / "best.ckpt",
-                                    run / "dedicated-other" / "best.ckpt")),
-    ]
-    # several paths: one dedicated set, files or model folders, in the given order
-    assert find_checkpoints([run / "dedicated-bass", str(run / "dedicated-vocals" / "last.ckpt")]) == [
-        CheckpointSet("dedicated", (run / "dedicated-bass" / "best.ckpt", run / "dedicated-vocals" / "last.ckpt"))]
-
-
-def test_find_checkpoints_errors_name_the_path_and_the_way_out(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match=r"checkpoint not found: .*nothing.ckpt; train first"):
-        find_checkpoints(tmp_path / "nothing.ckpt")
+def test_load_takes_a_model_folder_and_names_a_missing_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "best.ckpt", _trained_like())
+    model, meta = load_checkpoint(tmp_path / "run")
+    assert meta["path"] == str(tmp_path / "run" / "best.ckpt") and model.is_conditioned
+    with pytest.raises(CheckpointNotFoundError, match=r"checkpoint not found: .*missing.ckpt"):
+        load_checkpoint(tmp_path / "missing.ckpt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint in .*empty: expected best.ckpt"):
-        find_checkpoints(tmp_path / "empty")
-    _layout(tmp_path, ["a/best.ckpt"])
     with pytest.raises(CheckpointNotFoundError, match=r"no best.ckpt or last.ckpt in .*empty"):
-        find_checkpoints([tmp_path / "a", tmp_path / "empty"])
-    with pytest.raises(CheckpointNotFoundError, match="no checkpoint given"):
-        find_checkpoints([])
-    # a FileNotFoundError for callers that handle OS errors, a CheckpointError (ValueError) for the others
-    assert issubclass(CheckpointNotFoundError, FileNotFoundError) and issubclass(CheckpointNotFoundError, ValueError)
-
-
-def test_checkpoint_set_loads_a_separator(tmp_path):
-    from conditioned_sep.stems import STEMS
-
-    path = save_checkpoint(tmp_path / "best.ckpt", _trained_like(conditioned=False, target="bass"))
-    one = CheckpointSet("x", (path,)).load()
-    assert not one.is_conditioned and list(one.stems) == ["bass"]
-    both = CheckpointSet("x", (path, save_checkpoint(tmp_path / "c.ckpt", _trained_like()))).load
-    with pytest.raises(ValueError, match="holds a conditioned model"):
-        both()
-    assert list(CheckpointSet("c", (tmp_path / "c.ckpt",)).load().stems) == list(STEMS)
-    assert DEFAULT_RUN == Path("runs/default")
+        load_checkpoint(tmp_path / "empty")

@@ -144,20 +144,3 @@ def test_console_script_smoke(tmp_path, checkpoints, songs):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "song" / "bass.wav").is_file()
-
-
-def test_choose_checkpoint_from_files_run_folders_and_sets(tmp_path, checkpoints):
-    run = checkpoints["conditioned"].parent.parent
-    assert cli.choose_checkpoint([str(run)]).paths == (checkpoints["conditioned"],)
-    pair = cli.choose_checkpoint([str(checkpoints["vocals"].parent), str(checkpoints["drums"])])
-    assert pair.name == "dedicated" and pair.paths == (checkpoints["vocals"], checkpoints["drums"])
-    # a run folder without conditioned/ but with two models: the user must pick one
-    other = tmp_path / "run"
-    for name in ("small", "dedicated-vocals"):
-        (other / name).mkdir(parents=True)
-        shutil.copy(checkpoints["vocals"], other / name / "best.ckpt")
-    with pytest.raises(ValueError, match=r"holds several models \(small, dedicated\) and no conditioned/"):
-        cli.choose_checkpoint([str(other)])
-    shutil.rmtree(other / "small")
-    only = cli.choose_checkpoint([str(other)])
-    assert only.name == "dedicated" and only.paths == (other / "dedicated-vocals" / "best.ckpt",)

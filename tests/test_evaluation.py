@@ -49,28 +49,9 @@ def stem_folder(tmp_path_factory) -> Path:
     return make_stem_folder(tmp_path_factory.mktemp("stems"))
 
 
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory) -> Path:
-    """A training-run layout of tiny untrained models: conditioned/ and dedicated-<stem>/ with best.ckpt."""
-    import torch
-
-    from conditioned_sep.checkpoint import save_checkpoint
-    from conditioned_sep.model import ConditionedUNet
-
-    root = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    models = {"conditioned": ConditionedUNet.from_preset("tiny")}
-    for stem in STEMS:
-        models[f"dedicated-{stem}"] = ConditionedUNet.from_preset("tiny", conditioned=False, target=stem)
-    for name, model in models.items():
-        (root / name).mkdir()
-        save_checkpoint(root / name / "best.ckpt", model.eval())
-    return root
-
-
 def _config(out: Path, run_folder: Path, stem_folder: Path, **kwargs) -> EvalConfig:
     return EvalConfig(models=evaluation.discover_models([str(run_folder)]), out=out,
-                      dataset=DatasetSpec("folder", stem_folder, "test"), progress=False, **kwargs)
+                      dataset=DatasetSpec("folder", stem_folder), progress=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +61,6 @@ def full_run(tmp_path_factory, run_folder, stem_folder):
 
 
 # ---- model discovery and conditions -------------------------------------------------------------------------
-
-
-def test_discover_models_run_folder_files_and_sets(run_folder, tmp_path):
-    models = evaluation.discover_models([str(run_folder)])
-    assert [m.name for m in models] == ["conditioned", "dedicated"]
-    assert [p.parent.name for p in models[1].paths] == [f"dedicated-{s}" for s in STEMS]
-    ckpt = run_folder / "conditioned" / "best.ckpt"
-    assert evaluation.discover_models([str(ckpt)]) == [ModelSpec("conditioned", (ckpt,))]
-    assert evaluation.discover_models([f"mine={ckpt}"])[0].name == "mine"
-    pair = f"{run_folder / 'dedicated-vocals'},{run_folder / 'dedicated-bass' / 'best.ckpt'}"
-    assert evaluation.discover_models([pair])[0] == ModelSpec(
-        "dedicated", (run_folder / "dedicated-vocals" / "best.ckpt", run_folder / "dedicated-bass" / "best.ckpt"))
-    with pytest.raises(EvaluationError, match="not found"):
-        evaluation.discover_models([str(tmp_path / "nothing.ckpt")])
-    with pytest.raises(EvaluationError, match="no checkpoint in"):
-        evaluation.discover_models([str(tmp_path)])
-    with pytest.raises(EvaluationError, match="used twice"):
-        evaluation.discover_models([str(ckpt), str(ckpt)])
 
 
 def test_sums_and_scoring_sets():
@@ -282,7 +245,7 @@ def scored(monkeypatch) -> list[str]:
 def test_changed_settings_score_again_and_restart(tmp_path, stem_folder, scored):
     calls = scored
     # the mixture row alone: one cheap BSS Eval per track
-    config = EvalConfig(models=[], out=tmp_path, dataset=DatasetSpec("folder", stem_folder, "test", limit=1),
+    config = EvalConfig(models=[], out=tmp_path, dataset=DatasetSpec("folder", stem_folder), tracks=1,
                         sums=(), oracle="none", progress=False)
     evaluation.evaluate(config)
     evaluation.evaluate(config)
@@ -320,7 +283,7 @@ def test_chunked_oracle_equals_the_whole_track_oracle(stem_folder):
 def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder, stem_folder, scored):
     calls = scored
     config = EvalConfig(models=evaluation.discover_models([str(run_folder / "conditioned")]), out=tmp_path / "out",
-                        dataset=DatasetSpec("folder", stem_folder, "test", limit=1), sums=(), oracle="none",
+                        dataset=DatasetSpec("folder", stem_folder), tracks=1, sums=(), oracle="none",
                         progress=False)
     first = evaluation.evaluate(config)  # scored and cached without --estimates
     assert calls == ["track 0:conditioned", "track 0:mixture"]
@@ -336,14 +299,3 @@ def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder,
     (folder / "bass.wav").unlink()  # a lost file: that track is separated again
     evaluation.evaluate(config)
     assert calls[3:] == ["track 0:conditioned"] and (folder / "bass.wav").is_file()
-
-
-def test_discover_models_names_run_rows_and_wraps_missing_paths(run_folder, tmp_path):
-    assert [m.name for m in evaluation.discover_models([f"mine={run_folder}"])] == ["mine-conditioned",
-                                                                                     "mine-dedicated"]
-    assert evaluation.discover_models([f"mine={run_folder / 'conditioned'}"])[0].name == "mine"
-    (tmp_path / "lonely").mkdir()
-    with pytest.raises(EvaluationError, match=r"no best.ckpt or last.ckpt in .*lonely"):
-        evaluation.discover_models([f"{run_folder / 'dedicated-vocals'},{tmp_path / 'lonely'}"])
-    with pytest.raises(EvaluationError, match="reserved"):
-        evaluation.discover_models([f"mixture={run_folder / 'conditioned'}"])

@@ -23,7 +23,7 @@ def test_tiny_preset_shapes_mask_range_and_backward(overrides):
     model = ConditionedUNet.from_preset("tiny", **overrides)
     mag = _mag(model)  # 37 frames: not a multiple of the U-Net's 8, padded and cropped internally
     z = torch.eye(4)[:2] if model.is_conditioned else None
-    mask = model(mag, z)
+    mask = model.masks(mag, z)
     assert mask.shape == mag.shape
     assert mask.min() >= 0 and mask.max() <= 1
     mask.mean().backward()
@@ -34,7 +34,7 @@ def test_tiny_training_batch_forward_backward():
     """A training-sized batch (8 patches of segment_frames); speed is measured in benchmarks, not here."""
     model = ConditionedUNet.from_preset("tiny")
     mag = _mag(model, batch=8, frames=model.config.segment_frames)
-    mask = model(mag, torch.eye(4).repeat(2, 1))
+    mask = model.masks(mag, torch.eye(4).repeat(2, 1))
     assert mask.shape == mag.shape
     mask.mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -46,7 +46,7 @@ def test_tiny_training_batch_forward_backward():
 def test_different_z_give_different_outputs(where):
     torch.manual_seed(0)
     model = ConditionedUNet.from_preset("tiny", film_where=where).eval()
-    masks = model(_mag(model, batch=1), torch.eye(4))
+    masks = model.masks(_mag(model, batch=1), torch.eye(4))
     assert masks.shape[0] == 4
     for i in range(4):
         for j in range(i + 1, 4):
@@ -82,14 +82,14 @@ def test_shared_encoder_broadcast_equals_full_batch():
     assert model.encoder_is_shared
     mag = _mag(model, batch=1)
     z = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1]])
-    assert torch.allclose(model(mag, z), model(mag.expand(3, -1, -1, -1).contiguous(), z), atol=1e-5)
+    assert torch.allclose(model.masks(mag, z), model.masks(mag.expand(3, -1, -1, -1).contiguous(), z), atol=1e-5)
     spec = torch.polar(mag, torch.rand_like(mag) * 6)
-    assert torch.allclose(model.apply_masks(spec, z), model(mag, z) * spec, atol=1e-5)
+    assert torch.allclose(model(spec, z), model.masks(mag, z) * spec, atol=1e-5)
 
 
 def test_high_band_mask_follows_the_top_modelled_bins():
     model = ConditionedUNet.from_preset("tiny").eval()
-    mask = model(_mag(model, batch=1), torch.eye(4)[:1])
+    mask = model.masks(_mag(model, batch=1), torch.eye(4)[:1])
     nb = model.config.n_bins
     top = mask[:, :, nb - nb // 8: nb].mean(2)
     assert torch.allclose(mask[:, :, nb:], top[:, :, None].expand_as(mask[:, :, nb:]), atol=1e-6)
