@@ -17,11 +17,29 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 from .fileio import atomic_path
 
 Array = np.ndarray | torch.Tensor
+
+
+SILENCE_DB = -50.0
+"""Where the project decides what is silent (a training target, a validation stem): mean power below this many dB
+re full scale. BSS Eval's own rule (any exactly-zero source) stays in :mod:`conditioned_sep.metrics`, where it
+must match museval."""
+
+
+def power_db(audio: np.ndarray) -> float:
+    """Mean power of ``audio`` (any shape) in dB re full scale; -inf for digital silence."""
+    power = float(np.mean(np.square(audio, dtype=np.float64)))
+    return 10.0 * np.log10(power) if power > 0 else -np.inf
+
+
+def is_silent(audio: np.ndarray, *, threshold_db: float = SILENCE_DB) -> bool:
+    """True when the mean power of ``audio`` is below ``threshold_db`` (:data:`SILENCE_DB`)."""
+    return power_db(audio) < threshold_db
 
 
 class AudioError(ValueError):
@@ -166,8 +184,6 @@ def resample(audio: Array, *, orig_rate: int, target_rate: int) -> Array:
         raise AudioError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
     if orig_rate == target_rate:
         return audio
-    import soxr  # local: only needed when rates differ
-
     data = to_numpy(audio)
     lead = data.shape[:-1]
     flat = data.reshape(-1, data.shape[-1]).astype(np.float64 if data.dtype == np.float64 else np.float32)

@@ -1,12 +1,14 @@
-"""Atomic file writes: the one place that turns "write a file" into "temporary file, then rename".
+"""Atomic writes: the one place that turns "write a file" into "temporary file, then rename", and "write a folder"
+into "temporary sibling folder, then rename" (a folder published whole).
 
-A crash or a kill in the middle of a write leaves the previous file (or none) in place, never half of one.
+A crash or a kill in the middle of a write leaves the previous file or folder (or none) in place, never half of one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +54,56 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+PARTIAL = ".partial-"
+"""Marks the temporary sibling of a folder being built: ``.<name>.partial-<pid>-<random>``."""
+
+
+def remove_stale_partials(path: str | os.PathLike) -> None:
+    """Remove the temporary siblings of ``path`` left by killed writers (their process id no longer runs)."""
+    path = Path(path)
+    for partial in path.parent.glob(f".{path.name}{PARTIAL}*"):
+        try:
+            pid = int(partial.name.rsplit(PARTIAL, 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path`` in one rename.
+
+    With ``replace`` an existing ``path`` is swapped out (renamed aside, then deleted) only after the new folder is
+    complete; without it an existing non-empty ``path`` is left alone and :class:`FileExistsError` is raised. On any
+    exception the temporary folder is removed and ``path`` is untouched. Stale partial folders of killed
+    processes are removed first.
+    """
+    path = Path(path)
+    if not path.parent.exists():
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{PARTIAL}{os.getpid()}-", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            if not replace:
+                raise FileExistsError(f"{path} exists; remove it or choose another folder")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}{PARTIAL}{os.getpid()}-old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if path.exists():
+                path.rmdir()
+            os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

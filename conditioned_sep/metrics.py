@@ -69,8 +69,7 @@ _RFFT_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 class BSSEvalResult:
     """Framewise BSS Eval v4 scores in dB, each ``(sources, frames)`` float64; NaN where museval gives NaN.
 
-    ``isr``, ``sir`` and ``sar`` are ``None`` when computed with ``compute_filters=False``. ``window`` and ``hop``
-    are in samples.
+    ``isr``, ``sir`` and ``sar`` are ``None`` when computed with ``compute_filters=False``.
     """
 
     sdr: np.ndarray
@@ -78,18 +77,18 @@ class BSSEvalResult:
     sir: np.ndarray | None
     sar: np.ndarray | None
     sample_rate: int
-    window: int
-    hop: int
+    window_samples: int
+    hop_samples: int
 
     @property
     def frame_times(self) -> np.ndarray:
         """Start time of each frame in seconds, ``(frames,)``."""
-        return np.arange(self.sdr.shape[1]) * self.hop / self.sample_rate
+        return np.arange(self.sdr.shape[1]) * self.hop_samples / self.sample_rate
 
     def frames(self, targets: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         """``{target: {"SDR": (frames,), "ISR": ..., "SIR": ..., "SAR": ...}}`` with one name per source, in order.
 
-        This is the shape :func:`conditioned_sep.report.write_museval_json` takes.
+        This is the shape :func:`conditioned_sep.museval_io.write_museval_json` takes.
         """
         if len(targets) != self.sdr.shape[0]:
             raise ValueError(f"got {len(targets)} target names for {self.sdr.shape[0]} sources; give one per source")
@@ -422,7 +421,7 @@ def bss_eval(
     filt = {m: (out[m] if compute_filters else None) for m in ("ISR", "SIR", "SAR")}
     return BSSEvalResult(
         sdr=out["SDR"], isr=filt["ISR"], sir=filt["SIR"], sar=filt["SAR"], sample_rate=int(sample_rate),
-        window=window, hop=hop,
+        window_samples=window, hop_samples=hop,
     )
 
 

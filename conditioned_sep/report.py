@@ -1,126 +1,31 @@
-"""Reports of evaluation results: museval-format JSON (this section), tables and plots (below).
+"""Tables, statistics and plots of evaluation results, from plain score records (:class:`ConditionScores`), one per
+model, track and condition, so that this module knows nothing of models or audio.
 
-museval JSON
-------------
-One file per track, as ``museval.eval_mus_track(..., output_dir=root)`` writes it (``root/<subset>/<track>.json``),
-holding ``{"targets": [{"name": ..., "frames": [{"time": s, "duration": s, "metrics": {"SDR": dB, "SIR": dB,
-"SAR": dB, "ISR": dB}}]}]}``. Values are rounded to 5 decimals and infinite values are written as ``NaN``, both as
-museval does, so ``museval.EvalStore().add_eval_dir(root)`` and ``museval.MethodStore`` read our files unchanged
-(they look for ``root/test/**/*.json``; the file name is the track name).
+Aggregation is :func:`conditioned_sep.metrics.aggregate` (SiSEC: nanmedian over a track's frames, infinite frames
+counting as NaN as in museval's files, then the median over tracks as museval's ``EvalStore``, with the mean over
+tracks beside it); the MDX "new SDR" is one number per track and condition.
 
-- :func:`write_museval_json` ``(path, frames, *, track_name=None, subset="test", window=1.0, hop=1.0) -> Path``
-- :func:`read_museval_json` ``(path) -> {target: {"SDR", "SIR", "SAR", "ISR", "time": (frames,) arrays}}``
+  summarize(scores) -> [AggregateRow]            compare(scores, conditioned=, dedicated=) -> [ComparisonRow]
+  markdown_tables(rows, comparisons=, costs=, title=) -> str
+  write_frames_csv(path, scores), write_results_csv(path, rows, comparisons=, costs=)
+  plot_metric(path, scores, metric), plot_metrics(out_dir, scores) -> [Path]   (matplotlib, Agg backend)
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import wilcoxon
 
 from .fileio import atomic_path, atomic_write_text
 from .metrics import METRICS
 from .metrics import aggregate as sisec_aggregate
 from .stems import STEMS
-
-
-def _museval_number(value: float) -> float:
-    """museval's quantisation: 5 decimals; infinite becomes NaN."""
-    value = float(value)
-    if math.isinf(value):
-        return math.nan
-    return round(value, 5) if math.isfinite(value) else value
-
-
-def write_museval_json(
-    path: str | os.PathLike,
-    frames: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]],
-    *,
-    track_name: str | None = None,
-    subset: str = "test",
-    window: float = 1.0,
-    hop: float = 1.0,
-) -> Path:
-    """Write one track's framewise scores as museval does; returns the file written.
-
-    ``path`` ending in ``.json`` is the file itself (museval takes the track name from its stem); any other
-    ``path`` is a results root and the file is ``path/subset/track_name.json`` as ``museval.eval_mus_track``
-    lays it out. ``frames``: ``{target: {"SDR": (frames,), "SIR": ..., "SAR": ..., "ISR": ...}}`` in dB (e.g.
-    :meth:`conditioned_sep.metrics.BSSEvalResult.frames`). ``window`` and ``hop`` are in seconds.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        if track_name is not None and track_name != path.stem:
-            raise ValueError(f"track_name {track_name!r} differs from the file name {path.name!r}; museval reads "
-                             "the track name from the file name")
-    else:
-        if not track_name or "/" in track_name or (os.altsep and os.altsep in track_name) or os.sep in track_name:
-            raise ValueError(f"track_name must be a plain file name when path is a folder, got {track_name!r}")
-        path = path / subset / f"{track_name}.json"
-    targets = []
-    for name, by_metric in frames.items():
-        missing = [m for m in METRICS if m not in by_metric]
-        if missing:
-            raise ValueError(f"target {name!r} lacks metric(s) {missing}; museval files hold SDR, SIR, SAR and ISR")
-        values = {m: np.asarray(by_metric[m], dtype=np.float64).reshape(-1) for m in METRICS}
-        lengths = {len(v) for v in values.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"target {name!r}: metrics have different frame counts {sorted(lengths)}")
-        n_frames = lengths.pop()
-        targets.append(
-            {
-                "name": str(name),
-                "frames": [
-                    {
-                        "time": i * hop,
-                        "duration": window,
-                        "metrics": {m: _museval_number(values[m][i]) for m in METRICS},
-                    }
-                    for i in range(n_frames)
-                ],
-            }
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # json writes NaN as the bare token NaN, exactly as museval's simplejson(allow_nan=True) does
-    atomic_write_text(path, json.dumps({"targets": targets}, indent=2, allow_nan=True))
-    return path
-
-
-def read_museval_json(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
-    """Read a museval-format track file (ours or museval's): ``{target: {metric or "time": (frames,) float64}}``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        targets = data["targets"]
-        out = {}
-        for target in targets:
-            frames = target["frames"]
-            entry = {m: np.array([float(f["metrics"][m]) for f in frames], dtype=np.float64) for m in METRICS}
-            entry["time"] = np.array([float(f["time"]) for f in frames], dtype=np.float64)
-            out[target["name"]] = entry
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a museval track file ({type(err).__name__}: {err})") from err
-    return out
-
-
-# ======================================================================================= tables and plots
-# Everything below works on plain score records (:class:`ConditionScores`), one per model, track and condition,
-# so that it knows nothing of models or audio. Aggregation is :func:`conditioned_sep.metrics.aggregate` (SiSEC:
-# nanmedian over a track's frames, infinite frames counting as NaN as in museval's files, then the median over
-# tracks as museval's ``EvalStore``, with the mean over tracks beside it); the MDX "new SDR" is one number per
-# track and condition.
-#
-#   aggregate(scores) -> [AggregateRow]            compare(scores, conditioned=, dedicated=) -> [ComparisonRow]
-#   markdown_tables(rows, comparisons=, costs=, title=) -> str
-#   write_frames_csv(path, scores), write_results_csv(path, rows, comparisons=, costs=)
-#   plot_metric(path, scores, metric), plot_metrics(out_dir, scores) -> [Path]   (matplotlib, Agg backend)
 
 NEW_SDR = "new SDR"
 """Label of the MDX challenge's whole-track SDR in tables and CSV files."""
@@ -134,7 +39,7 @@ class ConditionScores:
 
     ``frames`` maps each of :data:`METRICS` to a float array ``(frames,)`` in dB (NaN where BSS Eval gives NaN);
     ``sources`` is the set of sources scored jointly, the condition first (e.g. ``("accompaniment", "vocals")``);
-    ``new_sdr`` is the MDX whole-track SDR in dB; ``win``/``hop`` are the frame window and hop in seconds.
+    ``new_sdr`` is the MDX whole-track SDR in dB; ``window_seconds``/``hop_seconds`` are BSS Eval's frame window and hop.
     """
 
     model: str
@@ -143,8 +48,8 @@ class ConditionScores:
     sources: tuple[str, ...]
     frames: dict[str, np.ndarray]
     new_sdr: float
-    win: float = 1.0
-    hop: float = 1.0
+    window_seconds: float = 1.0
+    hop_seconds: float = 1.0
 
     def track_score(self, metric: str) -> float:
         """One number for the track: nanmedian over frames, infinite frames counting as NaN (NaN when no frame is
@@ -157,7 +62,8 @@ class ConditionScores:
         return {
             "model": self.model, "track": self.track, "condition": self.condition, "sources": list(self.sources),
             "frames": {m: [float(v) for v in np.asarray(self.frames[m])] for m in METRICS},
-            "new_sdr": float(self.new_sdr), "win": self.win, "hop": self.hop,
+            "new_sdr": float(self.new_sdr), "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
         }
 
     @classmethod
@@ -165,7 +71,8 @@ class ConditionScores:
         return cls(
             model=data["model"], track=data["track"], condition=data["condition"], sources=tuple(data["sources"]),
             frames={m: np.asarray(data["frames"][m], dtype=np.float64) for m in METRICS},
-            new_sdr=float(data["new_sdr"]), win=float(data["win"]), hop=float(data["hop"]),
+            new_sdr=float(data["new_sdr"]), window_seconds=float(data["window_seconds"]),
+            hop_seconds=float(data["hop_seconds"]),
         )
 
 
@@ -238,7 +145,7 @@ def track_table(scores, metric: str) -> dict[tuple[str, str], dict[str, float]]:
     return table
 
 
-def aggregate(scores) -> list[AggregateRow]:
+def summarize(scores) -> list[AggregateRow]:
     """Per model, condition and metric (:data:`TABLE_METRICS`): median and mean over tracks of track scores, by
     :func:`conditioned_sep.metrics.aggregate` (new SDR as one frame per track)."""
     groups: dict[tuple[str, str], list[ConditionScores]] = {}
@@ -258,8 +165,6 @@ def wilcoxon_p(differences) -> float:
 
     1.0 when every difference is zero (no evidence of any difference), NaN when no pair is left.
     """
-    from scipy.stats import wilcoxon
-
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
     if d.size == 0:
@@ -388,7 +293,7 @@ def write_frames_csv(path, scores) -> Path:
     for s in scores:
         n = len(s.frames["SDR"])
         for i in range(n):
-            rows.append([s.model, s.track, s.condition, ";".join(s.sources), f"{i * s.hop:g}",
+            rows.append([s.model, s.track, s.condition, ";".join(s.sources), f"{i * s.hop_seconds:g}",
                          *[f"{float(s.frames[m][i]):.5f}" for m in METRICS]])
     return _write_csv(path, ["model", "track", "condition", "sources", "time", *METRICS], rows)
 

@@ -3,11 +3,9 @@ import shutil
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from conditioned_sep.audio import AudioError, as_float, read_audio, resample, validate_audio, write_audio
-from conditioned_sep.fileio import atomic_path, atomic_write_text
 
 
 def _tone(rate=8000, seconds=0.5, channels=2):
@@ -93,25 +91,3 @@ def test_resample_keeps_type_and_tone():
     assert abs(np.argmax(spectrum) - 440) <= 1  # 1 s long: bin index is Hz
     with pytest.raises(AudioError, match="positive"):
         resample(audio, orig_rate=0, target_rate=8000)
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "f.txt"
-    atomic_write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-    assert target.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        atomic_write_text(tmp_path / "missing" / "f.txt", "x")
-
-
-def test_atomic_write_gives_ordinary_permissions(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "f.txt", "x")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

@@ -42,7 +42,7 @@ def test_track_score_is_nanmedian_and_all_nan_is_nan():
 
 
 def test_aggregate_median_of_medians_and_mean(scores):
-    rows = {(r.model, r.condition, r.metric): r for r in report.aggregate(scores)}
+    rows = {(r.model, r.condition, r.metric): r for r in report.summarize(scores)}
     per_track = [np.nanmedian(s.frames["SDR"]) for s in scores if s.model == "dedicated" and s.condition == "bass"]
     r = rows[("dedicated", "bass", "SDR")]
     assert r.median == pytest.approx(np.median(per_track), abs=1e-12)
@@ -62,7 +62,7 @@ def test_aggregate_matches_museval_evalstore(scores):
                 track.add_target(s.condition, {m: list(s.frames[m]) for m in report.METRICS})
         store.add_track(track)
     theirs = store.agg_frames_tracks_scores()
-    ours = {(r.condition, r.metric): r.median for r in report.aggregate(scores) if r.model == "conditioned"}
+    ours = {(r.condition, r.metric): r.median for r in report.summarize(scores) if r.model == "conditioned"}
     for (target, metric), value in theirs.items():
         # museval quantises frames to 1e-5 dB in its JSON
         assert ours[(target, metric)] == pytest.approx(float(value), abs=1e-4)
@@ -88,7 +88,7 @@ def test_wilcoxon_edge_cases():
 
 
 def test_markdown_tables_show_medians_means_differences_and_costs(scores):
-    rows = report.aggregate(scores)
+    rows = report.summarize(scores)
     comparisons = report.compare(scores, conditioned="conditioned", dedicated="dedicated")
     costs = [ModelCost("conditioned", "conditioned", 1234567, 2.0, 60.0, 6),
              ModelCost("dedicated", "dedicated", 4000000, 6.0, 60.0, 6)]
@@ -116,7 +116,7 @@ def test_frames_and_results_csv(tmp_path, scores):
     np.testing.assert_allclose(got, first.frames["SDR"], atol=1e-5)
     assert rows[0]["sources"] == "vocals;x" and rows[1]["time"] == "1"
 
-    table = report.aggregate(scores)
+    table = report.summarize(scores)
     comparisons = report.compare(scores, conditioned="conditioned", dedicated="dedicated")
     path = report.write_results_csv(tmp_path / "results.csv", table, comparisons=comparisons,
                                     costs=[ModelCost("conditioned", "conditioned", 10, 1.0, 2.0, 1)])
@@ -144,7 +144,7 @@ def test_one_aggregation_inf_frames_count_as_nan_as_in_museval_files():
     s = _scores("m", "t0", "vocals", [1.0, np.inf, np.inf, 2.0])
     assert s.track_score("SDR") == pytest.approx(1.5)
     scores = [s, _scores("m", "t1", "vocals", [np.inf, np.inf]), _scores("m", "t2", "vocals", [4.0, 6.0])]
-    row = next(r for r in report.aggregate(scores) if r.metric == "SDR")
+    row = next(r for r in report.summarize(scores) if r.metric == "SDR")
     assert (row.median, row.mean, row.tracks) == (pytest.approx(3.25), pytest.approx(3.25), 2)
     theirs = metrics.aggregate([x.frames["SDR"] for x in scores])
     assert row.median == float(theirs.median) and row.mean == float(theirs.mean)

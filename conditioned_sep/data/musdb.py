@@ -12,6 +12,7 @@ and train on ``OUT_ROOT`` (it is then MUSDB18-HQ-like and read with soundfile).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..audio import resample, write_audio
 from ..stems import STEMS
@@ -174,8 +176,6 @@ def decode_musdb_to_wav(root: str | os.PathLike | None, out_root: str | os.PathL
     tracks = [t for split in ("train", "valid", "test") for t in musdb_tracks(root, split, is_wav=False)]
     iterator = tracks
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(tracks, desc=f"decoding MUSDB18 to {out_root}", unit="track")
     for track in iterator:
         folder = out_root / ("test" if track.split == "test" else "train") / track.name
@@ -190,8 +190,6 @@ def decode_musdb_to_wav(root: str | os.PathLike | None, out_root: str | os.PathL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m conditioned_sep.data.musdb", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="decode MUSDB18 .stem.mp4 to MUSDB18-HQ-like wav folders (once)")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .folder import DatasetError, Track, list_tracks
+from .musdb import musdb_root, musdb_tracks
+from .synthetic import ensure_default_dataset
 
 DATASET_KINDS = ("default", "folder", "musdb")
 SPLITS = ("train", "valid", "test")
@@ -44,12 +46,8 @@ def prepare(spec: DatasetSpec, *, progress: bool = True) -> DatasetSpec:
     """Make the data usable and return the spec with its root resolved: generates the embedded default the first
     time (cached on disk); checks that a folder root exists. Raises :class:`DatasetError` naming the way out."""
     if spec.kind == "default":
-        from .synthetic import ensure_default_dataset
-
         return DatasetSpec("default", ensure_default_dataset(spec.root, progress=progress))
     if spec.kind == "musdb":
-        from .musdb import musdb_root
-
         return DatasetSpec("musdb", musdb_root(spec.root))
     if not spec.root.is_dir():
         raise DatasetError(
@@ -67,8 +65,6 @@ def split_tracks(spec: DatasetSpec, split: str) -> list[Track]:
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if spec.kind == "musdb":
-        from .musdb import musdb_tracks
-
         return sorted(musdb_tracks(spec.root, split), key=lambda t: t.name)
     root = Path(spec.root if spec.root is not None else prepare(spec, progress=False).root)
     if split == "test" or (root / "valid").is_dir():
