@@ -5,12 +5,10 @@
     python evaluate.py runs/default --musdb ~/musdb18 --jobs 2
     python evaluate.py --help
 
-All logic lives in :mod:`conditioned_sep.evaluation` (``conditioned-sep evaluate`` runs the same code).
+The arguments are conditioned_sep.cli's (``conditioned-sep evaluate`` is the same command); no logic here.
 """
 
-import sys
-
-from conditioned_sep.evaluation import main
+from conditioned_sep.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(prog="evaluate.py"))
+    raise SystemExit(run("evaluate", prog="evaluate.py"))

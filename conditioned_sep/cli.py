@@ -1,31 +1,125 @@
-"""The ``conditioned-sep`` command: ``separate`` songs into stems, ``train`` a model, ``evaluate`` models.
+"""Every argument parser of the project: ``conditioned-sep separate | train | evaluate``.
 
-``train`` and ``evaluate`` are the very parsers and functions of ``train.py`` and ``evaluate.py``
-(:func:`conditioned_sep.training.main`, :func:`conditioned_sep.evaluation.main`): one implementation each.
+``train.py`` and ``evaluate.py`` are thin scripts over :func:`run` (the same parsers, under their own names).
+Options of ``train`` and ``evaluate`` are derived from the fields of :class:`~conditioned_sep.training.TrainConfig`
+and :class:`~conditioned_sep.evaluation.EvalConfig` (:func:`add_config_options`), so each default and help text is
+written once, in its dataclass. Library code never exits the process: commands return an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from .runs import DEFAULT_RUN, choose_checkpoint
+from tqdm import tqdm
+
+from . import __version__
+from .audio import read_audio, write_audio
+from .data.sources import DatasetSpec
+from .evaluation import EvalConfig, evaluate
+from .runs import DEFAULT_RUN, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, parse_queries
 
-_USAGE = """usage: conditioned-sep {separate,train,evaluate} ...
+DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
-One FiLM-conditioned U-Net that extracts whichever stem you name.
 
-commands:
-  separate   separate songs into the stems you ask for (one wav per stem per song)
-  train      train a conditioned model or the dedicated baselines (same as python train.py)
-  evaluate   evaluate models beside the oracle and the mixture (same as python evaluate.py)
+# --------------------------------------------------------------------------------------------------------------
+# Options derived from dataclass fields
+# --------------------------------------------------------------------------------------------------------------
 
-Run `conditioned-sep COMMAND --help` for a command's options.
-"""
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit code argparse asked for (after --help, --version or a usage error)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as done:
+        return int(done.code or 0) if not isinstance(done.code, str) else 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _value_type(annotation: Any) -> tuple[Any, bool]:
+    """``(element type, is_tuple)`` of a field annotation such as ``int``, ``Path | None``, ``tuple[str, ...]``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple:
+        return args[0], True
+    return annotation, False
+
+
+def _comma_list(element: type) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        return tuple(element(part.strip()) for part in text.split(",") if part.strip())
+
+    parse.__name__ = f"comma-separated {element.__name__}"  # argparse names the type in its errors
+    return parse
+
+
+def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                       *, names: Sequence[str] | None = None) -> None:
+    """Add one option per field of dataclass ``cls`` that has a ``help`` in its metadata (or only ``names``).
+
+    The option is ``--field-name``; its type, default and choices come from the field. A bool field that defaults
+    to True becomes ``--no-field-name``, one that defaults to False a plain flag. Tuples take comma-separated
+    values. The default is shown in the help, read from the dataclass, never written again here.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta or (names is not None and f.name not in names):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        element, is_tuple = _value_type(hints[f.name])
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default}
+        if element is bool:
+            flag = _flag(f"no_{f.name}") if default else _flag(f.name)
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag, action=action, help=meta["help"] + (" off" if default else ""), **kwargs)
+            continue
+        kwargs["type"] = _comma_list(element) if is_tuple else element
+        shown = ",".join(map(str, default)) if is_tuple else default
+        for key in ("choices", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        parser.add_argument(_flag(f.name), help=f"{meta['help']} (default: {shown})", **kwargs)
+
+
+def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The parsed values of the options :func:`add_config_options` added for ``cls``, as keyword arguments."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if "help" in f.metadata and hasattr(args, f.name)}
+
+
+def _dataset(args: argparse.Namespace) -> DatasetSpec:
+    if args.musdb is not None:
+        return DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
+    if args.folder is not None:
+        return DatasetSpec("folder", Path(args.folder))
+    return DatasetSpec("default", getattr(args, "synthetic_root", None))
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
+    data = parser.add_argument_group(f"data (default: the embedded default data, generated once)")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
+                        help=f"{what} MUSDB18 or MUSDB18-HQ (the root; without PATH, $MUSDB_PATH)")
+    source.add_argument("--folder", metavar="PATH", help=f"{what} a stem folder <split>/<track>/<stem>.wav")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# separate
+# --------------------------------------------------------------------------------------------------------------
 
 
 def _song_name(path: Path) -> str:
@@ -40,10 +134,9 @@ def _file_name(query: str) -> str:
     return re.sub(r"[\\/:*?\"<>|]", "_", query.strip()) or "_"
 
 
-def build_separate_parser(prog: str = "conditioned-sep separate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "Separate songs (wav, flac, ogg; mp3, mp4, m4a with ffmpeg) into the stems you ask for: one wav per "
-        "requested stem per song, OUT/<song>/<stem>.wav, at the song's sample rate."))
+def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Separate songs (wav, flac, ogg; mp3, mp4, m4a with ffmpeg) into the stems you ask for: one "
+                          "wav per requested stem per song, OUT/<song>/<stem>.wav, at the song's sample rate.")
     parser.add_argument("songs", nargs="+", metavar="SONG", help="audio files")
     parser.add_argument("--stems", "-s", default=None,
                         help="comma-separated stems or sums, e.g. vocals,drums+bass,accompaniment "
@@ -58,15 +151,11 @@ def build_separate_parser(prog: str = "conditioned-sep separate") -> argparse.Ar
     parser.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"),
                         help="wav sample format (default: PCM_16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
-def separate_main(argv: Sequence[str] | None = None, *, prog: str = "conditioned-sep separate") -> int:
-    """``conditioned-sep separate``: 0 when every song was separated, 1 when some failed, 2 on a usage error
-    (missing checkpoint, unknown stem) before any song is read."""
-    parser = build_separate_parser(prog)
-    args = parser.parse_args(argv)
-    from .audio import read_audio, write_audio
+def run_separate(args: argparse.Namespace, prog: str) -> int:
+    """0 when every song was separated, 1 when some failed, 2 on a usage error (missing checkpoint, unknown
+    stem) before any song is read."""
     try:
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read
@@ -85,8 +174,6 @@ def separate_main(argv: Sequence[str] | None = None, *, prog: str = "conditioned
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-
-    from tqdm import tqdm
 
     failed: list[str] = []
     written = 0
@@ -118,38 +205,118 @@ def separate_main(argv: Sequence[str] | None = None, *, prog: str = "conditioned
     return 0
 
 
-def _train(argv: Sequence[str]) -> int:
-    from . import training
-
-    return int(training.main(list(argv), prog="conditioned-sep train") or 0)
-
-
-def _evaluate(argv: Sequence[str]) -> int:
-    from . import evaluation
-
-    return evaluation.main(list(argv), prog="conditioned-sep evaluate")
+# --------------------------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------------------------
 
 
-COMMANDS = {"separate": separate_main, "train": _train, "evaluate": _evaluate}
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Evaluate conditioned and dedicated separators (BSS Eval v4) beside the oracle and the "
+                          "mixture, per condition, and compare them.")
+    parser.add_argument("models", nargs="*", metavar="CHECKPOINT_OR_SET",
+                        help="[NAME=]PATH[,PATH...]: a checkpoint, a folder with best.ckpt, a training run folder "
+                             "(conditioned/ and dedicated-<stem>/ subfolders), or comma-separated dedicated "
+                             f"checkpoints; default {DEFAULT_RUN}")
+    _add_dataset_options(parser, what="evaluate on")
+    add_config_options(parser, EvalConfig)
+
+
+def evaluate_config(args: argparse.Namespace) -> EvalConfig:
+    """The :class:`EvalConfig` of parsed ``evaluate`` arguments."""
+    specs = args.models
+    if not specs:
+        if not DEFAULT_RUN.exists():
+            raise ValueError(f"no checkpoint given and {DEFAULT_RUN} does not exist: train first "
+                             "(python train.py) or pass CHECKPOINT_OR_SET")
+        specs = [str(DEFAULT_RUN)]
+    return EvalConfig(models=discover_models(specs), dataset=_dataset(args), **config_values(args, EvalConfig))
+
+
+def run_evaluate(args: argparse.Namespace, prog: str) -> int:
+    """Prints the markdown table; 2 on a user error (printed)."""
+    try:
+        config = evaluate_config(args)
+        result = evaluate(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    print(f"results in {config.out}/ (results.md, results.csv, frames.csv, *.png, museval/)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .training import add_arguments
+
+    parser.description = "Train a conditioned separator or dedicated baselines."
+    add_arguments(parser)
+
+
+def run_train(args: argparse.Namespace, prog: str) -> int:
+    """Trains every model the arguments ask for, one after another; 2 on a user error (printed)."""
+    from .distributed import world
+    from .training import TrainingError, configs_from_args, train_many
+
+    try:
+        configs = configs_from_args(args)
+        if not any(c.resume or c.overwrite for c in configs):
+            for c in configs:  # every run checked before the first one starts
+                if (c.run_dir / "last.ckpt").exists():
+                    raise TrainingError(f"{c.run_dir} already holds a run (last.ckpt); pass --resume to continue "
+                                        "it, --overwrite to start again, or another --out / --name")
+        results = train_many(configs)
+    except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    if world()[0] == 0:
+        for name, path in results.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "separate": ("separate songs into the stems you ask for (one wav per stem per song)",
+                 add_separate_arguments, run_separate),
+    "train": ("train a conditioned model or the dedicated baselines (same as python train.py)",
+              add_train_arguments, run_train),
+    "evaluate": ("evaluate models beside the oracle and the mixture (same as python evaluate.py)",
+                 add_evaluate_arguments, run_evaluate),
+}
+
+
+def build_parser(prog: str = "conditioned-sep") -> argparse.ArgumentParser:
+    """The ``conditioned-sep`` parser with one subcommand per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"conditioned-sep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
+    for name, (summary, add, _) in COMMANDS.items():
+        add(sub.add_parser(name, help=summary, description=summary))
+    return parser
+
+
+def run(command: str, argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Run one command with its own parser named ``prog`` (``train.py`` and ``evaluate.py`` call this)."""
+    _, add, execute = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=prog or f"conditioned-sep {command}")
+    add(parser)
+    args = _parse(parser, argv)
+    return args if isinstance(args, int) else execute(args, parser.prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conditioned-sep`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
-    if argv[0] == "--version":
-        from . import __version__
-
-        print(f"conditioned-sep {__version__}")
-        return 0
-    command = COMMANDS.get(argv[0])
-    if command is None:
-        print(f"{_USAGE}\nconditioned-sep: error: unknown command {argv[0]!r}; use separate, train or evaluate",
-              file=sys.stderr)
-        return 2
-    return command(argv[1:])
+    parser = build_parser()
+    args = _parse(parser, argv)
+    return args if isinstance(args, int) else COMMANDS[args.command][2](args, f"{parser.prog} {args.command}")
 
 
 if __name__ == "__main__":  # pragma: no cover

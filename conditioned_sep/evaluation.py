@@ -39,9 +39,9 @@ EvaluationResult``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -53,21 +53,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import report
 from .audio import to_numpy, write_audio
 from .data.sources import DatasetSpec, prepare, split_tracks
-from .runs import DEFAULT_RUN, CheckpointSet, discover_models
+from .runs import CheckpointSet
 from .fileio import atomic_write_text
-from .metrics import METRICS
+from .metrics import METRICS, bss_eval, new_sdr
+from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
+from .spectral import ISTFT, STFT
 from .stems import STEMS, StemQuery, parse_queries
 
 DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
 """Sums of stems evaluated besides the four single stems."""
 
 ORACLES = ("irm2", "irm1", "none")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: unit-bearing window_seconds / hop_seconds
 _FALLBACK_STFT = (4096, 1024)
 _ORACLE_CHUNK = 1 << 18  # samples per oracle stretch (~6 s at 44.1 kHz): bounds the oracle's STFT memory
 
@@ -87,38 +90,37 @@ ModelSpec = CheckpointSet
 
 @dataclass
 class EvalConfig:
-    """Everything one evaluation run needs. ``jobs`` > 1 scores tracks in that many processes."""
+    """Everything one evaluation run needs. ``jobs`` > 1 scores tracks in that many processes. The ``help`` of each
+    field is the command line's (``evaluate.py --help``)."""
 
     models: list[ModelSpec]
-    out: Path = Path("results")
+    out: Path = field(default=Path("results"), metadata={"help": "results folder"})
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
-    split: str = "test"
-    tracks: int | None = None
-    sums: tuple[str, ...] = DEFAULT_SUMS
-    oracle: str = "irm2"
-    mixture: bool = True
-    jobs: int = 1
-    estimates: Path | None = None
-    niter: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    restart: bool = False
+    split: str = field(default="test", metadata={"help": "split to evaluate"})
+    tracks: int | None = field(default=None, metadata={"help": "only the first N tracks (by name)", "metavar": "N"})
+    sums: tuple[str, ...] = field(default=DEFAULT_SUMS, metadata={
+        "help": "sum conditions, comma-separated, or none"})
+    oracle: str = field(default="irm2", metadata={
+        "help": "oracle ideal ratio mask row: irm2 (power), irm1 (magnitude) or none", "choices": ORACLES})
+    mixture: bool = field(default=True, metadata={"help": "the mixture-as-estimate row"})
+    jobs: int = field(default=1, metadata={"help": "score tracks in N processes", "metavar": "N"})
+    estimates: Path | None = field(default=None, metadata={
+        "help": "also write the separated stems: DIR/<model>/<split>/<track>/<condition>.wav", "metavar": "DIR"})
+    niter: int = field(default=0, metadata={"help": "Wiener filter iterations of the separators"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the separators"})
+    progress: bool = field(default=True, metadata={"help": "progress bar"})
+    restart: bool = field(default=False, metadata={"help": "score every track again (ignore the cache)"})
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.estimates = None if self.estimates is None else Path(self.estimates)
-        self.sums = tuple(self.sums)
+        self.sums = tuple(q.name for q in parse_sums(self.sums))
 
 
 def parse_sums(sums: str | Sequence[str]) -> list[StemQuery]:
     """Sum conditions (e.g. "accompaniment,drums+bass"); "none" or "" for none. Each must sum 2 or 3 stems."""
-    if isinstance(sums, str):
-        if sums.strip().lower() in ("", "none"):
-            return []
-        items = sums.split(",")
-    else:
-        items = list(sums)
-    if not items:
+    items = [item.strip() for item in (sums.split(",") if isinstance(sums, str) else sums)]
+    if [item.lower() for item in items if item] in ([], ["none"]):
         return []
     queries = parse_queries(items)
     for q in queries:
@@ -227,8 +229,6 @@ class _OracleRow(_Row):
     """
 
     def __init__(self, kind: str, *, n_fft: int, hop_length: int, chunk: int = _ORACLE_CHUNK) -> None:
-        from .spectral import ISTFT, STFT
-
         if chunk < hop_length:
             raise EvaluationError(f"oracle chunk ({chunk} samples) must be at least one hop ({hop_length})")
         self.power = {"irm1": 1, "irm2": 2}[kind]
@@ -298,8 +298,6 @@ def _conditions_for(row: _Row, sums: list[StemQuery]) -> list[StemQuery]:
 def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.ndarray,
            estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int) -> list[ConditionScores]:
     """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring)."""
-    from .metrics import bss_eval, new_sdr
-
     refs = {s: references[i] for i, s in enumerate(STEMS)}
     ests = {s: estimates.get(s, mixture) for s in STEMS}  # a stem the row cannot answer: the mixture stands in
     scores: list[ConditionScores] = []
@@ -325,8 +323,8 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
 def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
     frames = {m: np.asarray(getattr(result, m.lower())[index], dtype=np.float64) for m in METRICS}
     return ConditionScores(model=model, track=track, condition=condition, sources=tuple(sources), frames=frames,
-                           new_sdr=float(nsdr), win=result.window / result.sample_rate,
-                           hop=result.hop / result.sample_rate)
+                           new_sdr=float(nsdr), window_seconds=result.window_samples / result.sample_rate,
+                           hop_seconds=result.hop_samples / result.sample_rate)
 
 
 @dataclass
@@ -385,9 +383,9 @@ def _write_outputs_for_track(config: EvalConfig, record: _TrackRecord, split: st
     path.parent.mkdir(parents=True, exist_ok=True)
     if record.scores:
         first = record.scores[0]
-        report.write_museval_json(config.out / "museval" / _safe(record.model),
-                                  {s.condition: s.frames for s in record.scores}, track_name=_safe(record.track),
-                                  subset=split, window=first.win, hop=first.hop)
+        write_museval_json(config.out / "museval" / _safe(record.model),
+                           {s.condition: s.frames for s in record.scores}, track_name=_safe(record.track),
+                           subset=split, window_seconds=first.window_seconds, hop_seconds=first.hop_seconds)
     # the cache last: a track counts as done only when all of its files exist
     atomic_write_text(path, record.to_json())
 
@@ -495,8 +493,6 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
             else:
                 todo.setdefault(track.name, []).append(row.name)
     if todo:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(todo), desc="evaluate", unit="track", disable=not config.progress, file=sys.stderr)
         if records:
             bar.write(f"evaluate: resuming, {len(tracks) - len(todo)} of {len(tracks)} tracks already scored")
@@ -529,8 +525,6 @@ def _notes(rows: list[_Row]) -> str:
 
 
 def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], records: dict, bar) -> None:
-    import multiprocessing
-
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     # spawn, not fork: a forked torch with live OpenMP threads can hang
     pool = ProcessPoolExecutor(max_workers=config.jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -551,7 +545,7 @@ def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], records: 
 def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> EvaluationResult:
     out = Path(config.out)
     scores = [s for row in rows for t in tracks for s in records[(row.name, t.name)].scores]
-    table = report.aggregate(scores)
+    table = report.summarize(scores)
     comparisons = [c for a in rows if a.kind == "conditioned" for b in rows if b.kind == "dedicated"
                    for c in report.compare(scores, conditioned=a.name, dedicated=b.name)]
     costs = []
@@ -575,77 +569,3 @@ def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> Evaluation
         files[path.name] = path
     return EvaluationResult(scores=scores, table=table, comparisons=comparisons, costs=costs, markdown=markdown,
                             files=files)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line (evaluate.py and `conditioned-sep evaluate` share it)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The evaluation options, on ``parser``."""
-    parser.add_argument("models", nargs="*", metavar="CHECKPOINT_OR_SET",
-                        help="[NAME=]PATH[,PATH...]: a checkpoint, a folder with best.ckpt, a training run folder "
-                             "(conditioned/ and dedicated-<stem>/ subfolders), or comma-separated dedicated "
-                             f"checkpoints; default {DEFAULT_RUN}")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--musdb", nargs="?", const="", metavar="PATH",
-                      help="evaluate on MUSDB18 or MUSDB18-HQ (the root; without PATH, $MUSDB_PATH)")
-    data.add_argument("--folder", type=Path, metavar="PATH", help="a stem folder <split>/<track>/<stem>.wav")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--tracks", type=int, default=None, metavar="N", help="only the first N tracks (by name)")
-    parser.add_argument("--sums", default=",".join(DEFAULT_SUMS),
-                        help=f"sum conditions, comma-separated, or none (default: {','.join(DEFAULT_SUMS)})")
-    parser.add_argument("--oracle", choices=ORACLES, default="irm2",
-                        help="oracle ideal ratio mask row: irm2 (power), irm1 (magnitude) or none (default: irm2)")
-    parser.add_argument("--no-mixture", action="store_true", help="leave out the mixture-as-estimate row")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="score tracks in N processes")
-    parser.add_argument("--estimates", type=Path, metavar="DIR",
-                        help="also write the separated stems: DIR/<model>/<split>/<track>/<condition>.wav")
-    parser.add_argument("--niter", type=int, default=0, help="Wiener filter iterations of the separators")
-    parser.add_argument("--device", default="cpu", help="torch device of the separators (default: cpu)")
-    parser.add_argument("--restart", action="store_true", help="score every track again (ignore the cache)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(
-        prog=prog, description="Evaluate conditioned and dedicated separators (BSS Eval v4) beside the oracle and "
-                               "the mixture, per condition, and compare them."))
-
-
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    specs = args.models
-    if not specs:
-        if not DEFAULT_RUN.exists():
-            raise EvaluationError(f"no checkpoint given and {DEFAULT_RUN} does not exist: train first "
-                                  "(python train.py) or pass CHECKPOINT_OR_SET")
-        specs = [str(DEFAULT_RUN)]
-    if args.musdb is not None:
-        dataset = DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
-    elif args.folder is not None:
-        dataset = DatasetSpec("folder", args.folder)
-    else:
-        dataset = DatasetSpec("default", None)
-    return EvalConfig(
-        models=discover_models(specs), out=args.out, dataset=dataset, split=args.split, tracks=args.tracks, sums=tuple(q.name for q in parse_sums(args.sums)),
-        oracle=args.oracle, mixture=not args.no_mixture, jobs=args.jobs, estimates=args.estimates, niter=args.niter,
-        device=args.device, progress=not args.no_progress, restart=args.restart,
-    )
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``python evaluate.py ...``: prints the markdown table; returns the exit code (errors are printed)."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-        result = evaluate(config)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    print(result.markdown)
-    print(f"results in {config.out}/ (results.md, results.csv, frames.csv, *.png, museval/)", file=sys.stderr)
-    return 0

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conditioned_sep import evaluation
+from conditioned_sep import cli, evaluation
 from conditioned_sep.audio import read_audio, write_audio
-from conditioned_sep.evaluation import DatasetSpec, EvalConfig, EvaluationError, ModelSpec
+from conditioned_sep.data.sources import DatasetSpec
+from conditioned_sep.evaluation import EvalConfig, EvaluationError, ModelSpec
+from conditioned_sep.runs import discover_models
 from conditioned_sep.stems import STEMS, UnknownStemError, parse_queries
 
 RATE = 44100
@@ -50,7 +52,7 @@ def stem_folder(tmp_path_factory) -> Path:
 
 
 def _config(out: Path, run_folder: Path, stem_folder: Path, **kwargs) -> EvalConfig:
-    return EvalConfig(models=evaluation.discover_models([str(run_folder)]), out=out,
+    return EvalConfig(models=discover_models([str(run_folder)]), out=out,
                       dataset=DatasetSpec("folder", stem_folder), progress=False, **kwargs)
 
 
@@ -200,15 +202,15 @@ def test_estimates_in_musdb_layout_and_parallel_jobs(tmp_path, run_folder, stem_
 
 def test_main_prints_the_table_and_reports_errors(tmp_path, run_folder, stem_folder, capsys):
     # a stem folder is also a MUSDB18-HQ tree: the --musdb path reads it through data.musdb
-    code = evaluation.main([f"{run_folder / 'conditioned'}", "--musdb", str(stem_folder), "--out", str(tmp_path),
+    code = cli.run("evaluate", [f"{run_folder / 'conditioned'}", "--musdb", str(stem_folder), "--out", str(tmp_path),
                             "--sums", "none", "--oracle", "none", "--tracks", "1", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "## SDR" in printed and "| conditioned |" in printed and "| mixture |" in printed
     assert "# 1 track of the test split of MUSDB18" in printed
-    assert evaluation.main([str(tmp_path / "missing.ckpt"), "--folder", str(stem_folder)]) == 2
+    assert cli.run("evaluate", [str(tmp_path / "missing.ckpt"), "--folder", str(stem_folder)]) == 2
     assert "not found" in capsys.readouterr().err
-    assert evaluation.main([str(run_folder), "--folder", str(tmp_path / "empty")]) == 2
+    assert cli.run("evaluate", [str(run_folder), "--folder", str(tmp_path / "empty")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -282,7 +284,7 @@ def test_chunked_oracle_equals_the_whole_track_oracle(stem_folder):
 
 def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder, stem_folder, scored):
     calls = scored
-    config = EvalConfig(models=evaluation.discover_models([str(run_folder / "conditioned")]), out=tmp_path / "out",
+    config = EvalConfig(models=discover_models([str(run_folder / "conditioned")]), out=tmp_path / "out",
                         dataset=DatasetSpec("folder", stem_folder), tracks=1, sums=(), oracle="none",
                         progress=False)
     first = evaluation.evaluate(config)  # scored and cached without --estimates
