@@ -170,6 +170,8 @@ def run_separate(args: argparse.Namespace, prog: str) -> int:
             if missing:
                 raise UnknownStemError(f"the checkpoint cannot answer {q.name!r}: it separates "
                                        f"{', '.join(answerable)}; no model for {', '.join(missing)}")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"output folder {args.out} is a file; pass -o with a folder (it is created if missing)")
         args.out.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

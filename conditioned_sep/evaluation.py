@@ -45,6 +45,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -304,7 +305,7 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
     singles = [q for q in queries if q.is_single]
     if singles:
         ref, est = np.stack([refs[s] for s in STEMS]), np.stack([ests[s] for s in STEMS])
-        result, whole = bss_eval(ref, est, sample_rate=rate), new_sdr(ref, est)
+        result, whole = bss_eval(ref, est, sample_rate=rate), _whole_track_sdr(ref, est)
         for q in singles:
             i = STEMS.index(q.stems[0])
             scores.append(_condition_scores(row_name, track_name, q.name, scoring_set(q), result, i, whole[i]))
@@ -316,8 +317,15 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
         est = np.stack([estimates[q.name], *(ests[s] for s in sources[1:])])
         result = bss_eval(ref, est, sample_rate=rate)
         scores.append(_condition_scores(row_name, track_name, q.name, sources, result, 0,
-                                        new_sdr(ref[:1], est[:1])[0]))
+                                        _whole_track_sdr(ref[:1], est[:1])[0]))
     return scores
+
+
+def _whole_track_sdr(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """MDX new SDR per source ``(sources,)``, NaN for a reference that is silent for the whole track: MDX's formula
+    gives it -100 dB (or +100 dB), which would drag every median and mean; BSS Eval leaves such sources out too."""
+    sdr = new_sdr(ref, est)
+    return np.where(np.any(ref != 0, axis=(1, 2)), sdr, np.nan)
 
 
 def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
@@ -435,7 +443,20 @@ def _estimates_missing(config: EvalConfig, row: _Row, track, sums: list[StemQuer
 _WORKER: dict = {}
 
 
-def _init_worker(config: EvalConfig, threads: int) -> None:
+def _exit_with_parent(parent: int, *, poll: float = 0.5) -> None:
+    """End this worker process when ``parent`` is gone (a killed evaluation must not leave workers holding memory):
+    a daemon thread watches for the worker being re-parented."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(config: EvalConfig, threads: int, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)  # a worker process of our own: share the cores between workers
     _WORKER["config"] = config
     _WORKER["rows"] = _build_rows(config)
@@ -514,7 +535,9 @@ def _notes(rows: list[_Row]) -> str:
     """How the table was made, for a reader of results.md."""
     notes = ["BSS Eval v4 (1 s frames). A single stem is scored jointly with the other three stems; a sum beside "
              "each stem it leaves out (accompaniment: [accompaniment, vocals]; drums+bass: [drums+bass, vocals, "
-             "other]). Dedicated sets answer a sum with the sum of their outputs."]
+             "other]). Dedicated sets answer a sum with the sum of their outputs. A stem silent for a whole track "
+             "has no score on that track (BSS Eval gives NaN; new SDR is left out too, where MDX's formula would "
+             "give -100 dB)."]
     oracle = next((r for r in rows if isinstance(r, _OracleRow)), None)
     if oracle is not None:
         notes.append(f"{oracle.name}: ideal ratio mask |S_j|^{oracle.power} / sum_k |S_k|^{oracle.power} at "
@@ -528,7 +551,7 @@ def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], records: 
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     # spawn, not fork: a forked torch with live OpenMP threads can hang
     pool = ProcessPoolExecutor(max_workers=config.jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(config, threads))
+                               initializer=_init_worker, initargs=(config, threads, os.getpid()))
     try:
         futures = [pool.submit(_worker_task, name, wanted) for name, wanted in todo.items()]
         for future in as_completed(futures):

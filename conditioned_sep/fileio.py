@@ -20,6 +20,26 @@ def _umask() -> int:
     return mask
 
 
+PARTIAL = ".partial-"
+"""Marks the temporary sibling of a folder being built: ``.<name>.partial-<pid>-<random>``."""
+
+
+def remove_stale_partials(path: str | os.PathLike) -> None:
+    """Remove the temporary siblings of ``path`` left by killed writers (their process id no longer runs)."""
+    path = Path(path)
+    for partial in path.parent.glob(f".{path.name}{PARTIAL}*"):
+        try:
+            pid = int(partial.name.rsplit(PARTIAL, 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
@@ -30,7 +50,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    remove_stale_partials(path)  # what killed writers of this path left behind
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}{os.getpid()}-", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -54,26 +76,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-PARTIAL = ".partial-"
-"""Marks the temporary sibling of a folder being built: ``.<name>.partial-<pid>-<random>``."""
-
-
-def remove_stale_partials(path: str | os.PathLike) -> None:
-    """Remove the temporary siblings of ``path`` left by killed writers (their process id no longer runs)."""
-    path = Path(path)
-    for partial in path.parent.glob(f".{path.name}{PARTIAL}*"):
-        try:
-            pid = int(partial.name.rsplit(PARTIAL, 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # a live process of another user
 
 
 @contextlib.contextmanager

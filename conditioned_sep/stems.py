@@ -79,6 +79,9 @@ def parse_queries(stems: str | Sequence[str], *, vocabulary: Sequence[str] = STE
 
     Duplicate names are dropped, keeping the first. Raises :class:`UnknownStemError` on an empty request.
     """
+    if not isinstance(stems, (str, Sequence)):
+        raise UnknownStemError(f"stems must be a name such as 'vocals', a comma-separated string or a list of names, "
+                               f"got {type(stems).__name__} {stems!r}; valid: {_valid_names(vocabulary)}")
     items = stems.split(",") if isinstance(stems, str) else list(stems)
     queries: dict[str, StemQuery] = {}
     for item in items:

@@ -7,6 +7,7 @@ stems). Files are read with soundfile, whole or as an excerpt (``start``, ``leng
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ def read_track(folder: str | os.PathLike, *, split: str = "", stems: Sequence[st
     rates = {info.samplerate for info in infos}
     if len(rates) > 1:
         raise DatasetError(f"stems of {folder} have different sample rates {sorted(rates)}; resample them to one rate")
+    lengths = {p.stem: info.frames for p, info in zip(present, infos)}
+    if len(set(lengths.values())) > 1:
+        warnings.warn(f"stems of {folder} have different lengths in samples ({lengths}); the shorter ones are padded "
+                      "with silence to the longest", stacklevel=2)
     channels = max(info.channels for info in infos)
     if channels > 2:
         raise DatasetError(f"a stem of {folder} has {channels} channels; only mono and stereo stems are supported")

@@ -49,6 +49,9 @@ def prepare(spec: DatasetSpec, *, progress: bool = True) -> DatasetSpec:
         return DatasetSpec("default", ensure_default_dataset(spec.root, progress=progress))
     if spec.kind == "musdb":
         return DatasetSpec("musdb", musdb_root(spec.root))
+    if spec.root.is_file():
+        raise DatasetError(f"{spec.root} is a file; pass the folder that holds <split>/<track>/<stem>.wav (e.g. the "
+                           "folder with train/ and valid/), or separate a song with conditioned-sep separate")
     if not spec.root.is_dir():
         raise DatasetError(
             f"dataset folder {spec.root} does not exist; pass a folder laid out <split>/<track>/<stem>.wav, "
