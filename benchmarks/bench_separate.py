@@ -41,7 +41,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conditioned_sep.model import ConditionedUNet
+    from conditioned_sep.models import ConditionedUNet
     from conditioned_sep.separator import Separator
 
     torch.manual_seed(0)

@@ -2,8 +2,9 @@
 
 File layout: one header line ``CONDITIONED-SEP-CHECKPOINT {json}\\n`` (format version, payload size and
 sha256), then the payload written by ``torch.save``: a dict of plain data and tensors only (model name, config
-as a plain dict, stems, state dict, training summary, library versions, ``extra``). The payload is read with
-``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+as a plain dict with its ``arch``, stems, state dict, optional EMA state dict, training summary, library versions,
+``extra``). The payload is read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+Loading is strict, refuses non-finite weights, and upgrades older formats (:data:`FORMAT_VERSION`).
 
 Finding models on disk (run folders, sets of dedicated checkpoints) is :mod:`conditioned_sep.runs`' job.
 """
@@ -15,20 +16,37 @@ import io
 import json
 import os
 import platform
+import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import __version__
 from .fileio import atomic_write_bytes
-from .model import ConditionedUNet, ModelConfig
+from .models import ARCHITECTURES, SeparationModel, UNetConfig, build_model, config_from_dict
 
 MAGIC = b"CONDITIONED-SEP-CHECKPOINT "
-FORMAT_VERSION = 1
-MODEL_NAME = "ConditionedUNet"
+FORMAT_VERSION = 2
+"""2: U-Net blocks as modules (state-dict keys renamed; version-1 files are upgraded on load), EMA weights."""
+MODEL_NAMES = frozenset(model_class.__name__ for _, model_class in ARCHITECTURES.values())
+"""What a payload's ``model_name`` may be: the class name of a known architecture's model."""
 _MAX_HEADER = 4096
+
+WEIGHTS = ("auto", "raw", "ema")
+"""Which weights :func:`load_checkpoint` loads: the EMA ones when stored (auto), the raw ones, or the EMA ones."""
+
+_V1_KEYS = (
+    (r"^enc_convs\.(\d+)\.", r"encoder.\1.conv."),
+    (r"^enc_norms\.(\d+)\.", r"encoder.\1.norm."),
+    (r"^dec_convs\.(\d+)\.", r"decoder.\1.conv."),
+    (r"^dec_norms\.(\d+)\.", r"decoder.\1.norm."),
+)
+"""Format 1 -> 2 renames of U-Net state-dict keys (regular expression, replacement): flat lists of convolutions
+and norms became :class:`~conditioned_sep.models.unet.DownBlock` / ``UpBlock`` modules."""
 
 CHECKPOINT_NAMES = ("best.ckpt", "last.ckpt")
 """The files a model folder holds, in order of preference."""
@@ -43,8 +61,6 @@ class CheckpointNotFoundError(FileNotFoundError, CheckpointError):
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     return {"conditioned_sep": str(__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
             "python": platform.python_version()}
 
@@ -73,25 +89,37 @@ def _check_plain(obj: Any, where: str) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: ConditionedUNet, *, training: dict | None = None, extra: dict | None = None
+    path: str | os.PathLike,
+    model: SeparationModel,
+    *,
+    training: dict | None = None,
+    extra: dict | None = None,
+    ema_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file, then rename) and return the path.
 
     ``training``: a plain summary (epochs, losses, data, seed...). ``extra``: plain data and tensors, e.g.
     optimizer / scheduler state dicts and RNG states to resume training. Raises TypeError for anything else.
+    ``ema_state``: an exponential moving average of the weights, as a state dict of this same model (same keys,
+    shapes and dtypes; ValueError otherwise); :func:`load_checkpoint` prefers it by default.
     """
     path = Path(path)
     training = dict(training or {})
     extra = dict(extra or {})
     _check_plain(training, "training")
     _check_plain(extra, "extra")
-    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
+    state = _plain_state(model.state_dict())
+    ema = None
+    if ema_state is not None:
+        ema = _plain_state(ema_state)
+        _check_same_layout(ema, state)
     payload = {
         "format_version": FORMAT_VERSION,
-        "model_name": MODEL_NAME,
+        "model_name": type(model).__name__,
         "config": model.config.to_dict(),
         "stems": list(model.config.stems),
         "state_dict": state,
+        "ema_state_dict": ema,
         "training": training,
         "extra": extra,
         "versions": _versions(),
@@ -99,10 +127,32 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
-    header = {"format_version": FORMAT_VERSION, "model_name": MODEL_NAME, "size": len(body),
+    header = {"format_version": FORMAT_VERSION, "model_name": type(model).__name__, "size": len(body),
               "sha256": hashlib.sha256(body).hexdigest()}
     atomic_write_bytes(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body)
     return path
+
+
+def _plain_state(state: Mapping[str, Any]) -> OrderedDict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies; TypeError for anything that is not a ``{str: Tensor}`` state dict."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"a state dict must be a mapping name -> tensor, got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"state dict entries {bad[:3]} are not str -> tensor; pass model.state_dict()-like data")
+    return OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
+
+
+def _check_same_layout(ema: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
+    """ValueError unless ``ema`` has exactly the keys, shapes and dtypes of the model's ``state``."""
+    missing, unexpected = sorted(set(state) - set(ema)), sorted(set(ema) - set(state))
+    if missing or unexpected:
+        raise ValueError(f"ema_state is not a state dict of this model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}; pass the averaged copy's state_dict()")
+    for k, v in state.items():
+        if ema[k].shape != v.shape or ema[k].dtype != v.dtype:
+            raise ValueError(f"ema_state[{k!r}] is {tuple(ema[k].shape)} {ema[k].dtype}, the model's is "
+                             f"{tuple(v.shape)} {v.dtype}; pass the averaged copy's state_dict()")
 
 
 def checkpoint_in(folder: str | os.PathLike) -> Path | None:
@@ -151,24 +201,70 @@ def _read_payload(path: Path) -> tuple[dict, dict]:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError) for unreadable data
         raise CheckpointError(f"{path}: payload cannot be read safely ({type(err).__name__}: {err}); {redo}") from err
-    if not isinstance(payload, dict) or payload.get("model_name") != MODEL_NAME:
-        raise CheckpointError(f"{path} does not hold a {MODEL_NAME} model; {redo}")
+    if not isinstance(payload, dict) or payload.get("model_name") not in MODEL_NAMES:
+        name = payload.get("model_name") if isinstance(payload, dict) else None
+        raise CheckpointError(f"{path} holds no model this library knows (model_name {name!r}, known: "
+                              f"{sorted(MODEL_NAMES)}); {redo}")
     return header, payload
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[ConditionedUNet, dict]:
-    """Read a checkpoint -> ``(model in eval mode, meta)``; meta has format_version, model_name, config, stems,
-    training, extra, versions, sha256 and path. Raises :class:`CheckpointError` naming the file on any problem."""
+def _upgrade_v1(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> OrderedDict[str, torch.Tensor]:
+    """Format-1 state-dict keys -> format 2: the first matching rename of :data:`_V1_KEYS` per key, after the
+    last decoder convolution (index depth - 1; no norm, no FiLM), which became the U-Net's ``output``."""
+    last = len(config.get("channels", UNetConfig.channels)) - 1
+    renames = ((rf"^dec_convs\.{last}\.", "output."), *_V1_KEYS)
+    out = OrderedDict()
+    for key, value in state.items():
+        for pattern, replacement in renames:
+            key, hits = re.subn(pattern, replacement, key)
+            if hits:
+                break
+        out[key] = value
+    return out
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: Path, *, ema: bool) -> None:
+    """CheckpointError naming the file and the first parameter or buffer with a NaN or Inf."""
+    for key, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            other = "; or load the raw weights (weights='raw')" if ema else ""
+            raise CheckpointError(f"{path}: {'EMA ' if ema else ''}weight tensor {key!r} holds NaN or Inf (diverged "
+                                  f"or tampered); re-train or use another checkpoint{other}")
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", weights: str = "auto"
+) -> tuple[SeparationModel, dict]:
+    """Read a checkpoint -> ``(model in eval mode, meta)``.
+
+    ``weights``: ``"auto"`` loads the exponential-moving-average weights when the file has them, else the raw
+    ones; ``"raw"`` / ``"ema"`` choose explicitly (``"ema"`` on a file without them is an error).
+    meta has format_version, model_name, config, stems, training, extra, versions, sha256, path and
+    ``weights`` (``"raw"`` or ``"ema"``: which were loaded). Raises :class:`CheckpointError` naming the file on
+    any problem, including NaN or Inf in the loaded weights. Version-1 files are upgraded on the fly.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     path = checkpoint_file(path)
     header, payload = _read_payload(path)
+    ema = payload.get("ema_state_dict")
+    if weights == "ema" and ema is None:
+        raise CheckpointError(f"{path} holds no EMA weights (it was saved without ema_state); "
+                              "load it with weights='raw' or 'auto'")
+    chosen = "ema" if ema is not None and weights != "raw" else "raw"
     try:
-        config = ModelConfig.from_dict(dict(payload["config"]))
-        model = ConditionedUNet(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        config = config_from_dict(dict(payload["config"]))
+        state = payload["ema_state_dict" if chosen == "ema" else "state_dict"]
+        if int(header["format_version"]) < 2:
+            state = _upgrade_v1(state, payload["config"])
+        model = build_model(config)
+        model.load_state_dict(state, strict=True)
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: checkpoint does not match this library's model ({err}); "
                               "was it written by another version? re-train or upgrade conditioned-sep") from err
+    # after strict loading, so every tensor checked is one the model uses
+    _check_finite(model.state_dict(), path, ema=chosen == "ema")
     model.to(map_location).eval()
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    meta.update(sha256=header["sha256"], path=str(path))
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "ema_state_dict")}
+    meta.update(sha256=header["sha256"], path=str(path), weights=chosen)
     return model, meta

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from . import report
 from .audio import to_numpy, write_audio
+from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
 from .fileio import atomic_write_text
@@ -239,17 +240,14 @@ class _OracleRow(_Row):
         self.fingerprint = f"{self.name}|{n_fft}|{hop_length}"
 
     def estimate(self, mixture, references, queries, rate):
-        n = references.shape[-1]
-        n_fft, hop = self.stft.n_fft, self.stft.hop_length
-        estimates = {q.name: np.empty(references.shape[1:], dtype=np.float32) for q in queries}
-        for start in range(0, n, self.chunk):
-            stop = min(n, start + self.chunk)
-            # n_fft of context on each side and a start on the hop grid: every STFT frame that touches
-            # [start, stop) is then a frame of the whole-track STFT, so these samples are the whole-track oracle's
-            lo, hi = max(0, (start - n_fft) // hop * hop), min(n, stop + n_fft)
-            for name, part in self._masked(references[..., lo:hi], queries).items():
-                estimates[name][..., start:stop] = part[..., start - lo: stop - lo]
-        return estimates, 0.0
+        def masked(part: torch.Tensor) -> torch.Tensor:  # (s, c, m) -> (q, c, m)
+            return torch.from_numpy(np.stack(list(self._masked(part.numpy(), queries).values())))
+
+        # n_fft of context on each side and starts on the hop grid: every STFT frame that touches a chunk's
+        # output is then a frame of the whole-track STFT, so the result is the whole-track oracle's
+        refs = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))  # (s, c, n)
+        out = overlap_add(masked, refs, chunk=self.chunk, grid=self.stft.hop_length, context=self.stft.n_fft)
+        return {q.name: out[i].numpy() for i, q in enumerate(queries)}, 0.0
 
     @torch.no_grad()
     def _masked(self, references: np.ndarray, queries: list[StemQuery]) -> dict[str, np.ndarray]:

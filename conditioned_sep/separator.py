@@ -8,6 +8,7 @@ the input, at the input's sample rate.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ from torch import Tensor
 
 from .audio import AudioError, as_float, read_audio, resample, validate_audio
 from .checkpoint import load_checkpoint
-from .model import ConditionedUNet
+from .chunking import overlap_add
+from .models import SeparationModel
 from .spectral import wiener
 from .stems import StemQuery, parse_queries, queries_to_z
 
@@ -28,19 +30,20 @@ PathLike = str | os.PathLike
 class Separator:
     """Separate stems by name with a conditioned model or a set of dedicated models.
 
-    ``model``: a :class:`ConditionedUNet` (conditioned, or one dedicated model), or a mapping stem -> dedicated
-    model. ``niter``: multichannel Wiener filter iterations across the requested outputs (0 = plain masks).
+    ``model``: a :class:`~conditioned_sep.models.SeparationModel` such as :class:`ConditionedUNet`
+    (conditioned, or one dedicated model), or a mapping stem -> dedicated model. ``niter``: multichannel Wiener
+    filter iterations across the requested outputs (0 = plain masks).
     ``chunk_seconds``: chunk length (None = whole signal at once; memory then grows with the song).
     ``overlap``: fraction of a chunk shared with its neighbour, cross-faded linearly (0 to 0.5); rounded to
-    whole steps of the U-Net's frame grid, and never below one step (``(multiple - 1) * hop_length`` samples)
-    so that chunks keep whole-signal frame alignment.
+    whole steps of the model's frame grid (:attr:`~SeparationModel.frame_multiple` frames), and never below one
+    step (``(frame_multiple - 1) * hop_length`` samples) so that chunks keep whole-signal frame alignment.
     ``batch_size``: most conditions (outputs) per forward pass. The models are moved to ``device``; they are
     put in eval mode during :meth:`separate` and restored to their previous mode afterwards.
     """
 
     def __init__(
         self,
-        model: ConditionedUNet | Mapping[str, ConditionedUNet],
+        model: SeparationModel | Mapping[str, SeparationModel],
         *,
         niter: int = 0,
         chunk_seconds: float | None = 10.0,
@@ -58,34 +61,38 @@ class Separator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.niter, self.chunk_seconds, self.overlap, self.batch_size = niter, chunk_seconds, overlap, batch_size
         self.device = torch.device(device)
-        if isinstance(model, ConditionedUNet):
-            models = {"": model} if model.is_conditioned else {model.config.target: model}
+        if isinstance(model, SeparationModel):
+            models = {"": model} if model.is_conditioned else {model.target: model}
         elif isinstance(model, Mapping):
             models = dict(model)
             self._check_dedicated(models)
         else:
-            raise TypeError(f"model must be a ConditionedUNet or a mapping stem -> ConditionedUNet, got {type(model)}")
-        self.models: dict[str, ConditionedUNet] = {k: m.to(self.device) for k, m in models.items()}
+            raise TypeError(f"model must be a SeparationModel (e.g. ConditionedUNet) or a mapping stem -> "
+                            f"dedicated model, got {type(model).__name__}")
+        self.models: dict[str, SeparationModel] = {k: m.to(self.device) for k, m in models.items()}
         first = next(iter(self.models.values()))
         self.config = first.config
         self.is_conditioned: bool = first.is_conditioned
+        # chunking that suits every model of a dedicated set
+        self.frame_multiple = math.lcm(*(m.frame_multiple for m in self.models.values()))
+        self.context_frames = max(m.context_frames for m in self.models.values())
         if self.is_conditioned:
             self.stems: tuple[str, ...] = tuple(first.stems)
         else:
             self.stems = tuple(s for s in first.stems if s in self.models)
 
     @staticmethod
-    def _check_dedicated(models: dict[str, ConditionedUNet]) -> None:
+    def _check_dedicated(models: dict[str, SeparationModel]) -> None:
         if not models:
             raise ValueError("an empty set of models; pass one dedicated model per stem")
         ref = None
         for stem, m in models.items():
-            if not isinstance(m, ConditionedUNet):
-                raise TypeError(f"models[{stem!r}] is a {type(m).__name__}, expected ConditionedUNet")
+            if not isinstance(m, SeparationModel):
+                raise TypeError(f"models[{stem!r}] is a {type(m).__name__}, expected a SeparationModel")
             if m.is_conditioned:
                 raise ValueError(f"models[{stem!r}] is a conditioned model; pass it alone, not in a stem mapping")
-            if m.config.target != stem:
-                raise ValueError(f"models[{stem!r}] is a dedicated {m.config.target!r} model; key it by its target")
+            if m.target != stem:
+                raise ValueError(f"models[{stem!r}] is a dedicated {m.target!r} model; key it by its target")
             sig = (m.config.sample_rate, m.config.n_fft, m.config.hop_length, m.config.audio_channels,
                    tuple(m.config.stems))
             if ref is not None and sig != ref:
@@ -102,14 +109,14 @@ class Separator:
             return cls(model, **kwargs)
         if isinstance(path, Mapping):
             return cls({stem: load_checkpoint(p)[0] for stem, p in path.items()}, **kwargs)
-        models: dict[str, ConditionedUNet] = {}
+        models: dict[str, SeparationModel] = {}
         for p in path:
             model, _ = load_checkpoint(p)
             if model.is_conditioned:
                 raise ValueError(f"{p} holds a conditioned model; load it alone: Separator.load({str(p)!r})")
-            if model.config.target in models:
-                raise ValueError(f"two checkpoints for stem {model.config.target!r} (the second is {p})")
-            models[model.config.target] = model
+            if model.target in models:
+                raise ValueError(f"two checkpoints for stem {model.target!r} (the second is {p})")
+            models[model.target] = model
         return cls(models, **kwargs)
 
     @property
@@ -135,13 +142,19 @@ class Separator:
         ``audio``: a file path, or ``(samples,)`` / ``(channels, samples)`` numpy or torch audio (mono or stereo,
         float or integer PCM) with its ``sample_rate`` in Hz. ``stems``: a name, a list of names, or sums such
         as ``"drums+bass"``; aliases (``"accompaniment"``) are accepted. Output is at the input's rate, on the
-        input tensor's device (CPU for numpy and files). The input is never modified.
+        input tensor's device (CPU for numpy and files). The input is never modified. Raises :class:`AudioError`
+        for unusable audio (NaN or Inf, empty, more than two channels, too short to leave one sample at the
+        model's rate).
         """
         queries = parse_queries(stems, vocabulary=self.stems)
         signal, rate, like = self._prepare(audio, sample_rate)
         mono = signal.shape[0] == 1
         x = signal if rate == self.sample_rate else resample(signal, orig_rate=rate, target_rate=self.sample_rate)
         x = torch.as_tensor(x, dtype=torch.float32)
+        if x.shape[-1] == 0:
+            raise AudioError(f"audio too short: {signal.shape[-1]} sample(s) at {rate} Hz resample to none at the "
+                             f"model's {self.sample_rate} Hz; pass at least {math.ceil(rate / self.sample_rate)} "
+                             "samples")
         with self._eval():
             if self.config.audio_channels == 2:
                 out = self._separate_array(x.expand(2, -1) if mono else x, queries)
@@ -202,15 +215,16 @@ class Separator:
                 m.train(modes[k])
 
     def _chunk_length(self, n: int) -> tuple[int, int]:
-        """(chunk, stride) in samples. Chunks hold a whole multiple of the U-Net's frame multiple, so the
-        model pads nothing inside a chunk, and chunks start on that same frame grid, so a chunk sees the very
-        frames (and strided-convolution phases) that whole-signal processing sees."""
+        """(chunk, stride) in samples for a signal of ``n`` samples. Chunks hold a whole multiple of the models'
+        frame grid (:attr:`~SeparationModel.frame_multiple` frames), so a model pads nothing inside a chunk, and
+        start on that same grid, so a chunk sees the very frames (and strided-convolution phases) that
+        whole-signal processing sees."""
         cfg = self.config
         if self.chunk_seconds is None:
             return n, n
-        grid = cfg.multiple
+        grid = self.frame_multiple
         frames = max(2, round(self.chunk_seconds * cfg.sample_rate / cfg.hop_length / grid)) * grid
-        chunk = (frames - 1) * cfg.hop_length
+        chunk = (frames - 1) * cfg.hop_length  # the STFT of (frames - 1) hops has ``frames`` frames
         if chunk >= n:
             return n, n
         # the stride is a whole number of grid steps and a chunk is one hop short of ``frames`` hops, so
@@ -220,42 +234,19 @@ class Separator:
         return chunk, (frames - overlap_frames) * cfg.hop_length
 
     def _separate_array(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
-        """``x (c, n)`` at the model rate -> ``(q, c, n)`` by chunked overlap-add.
-
-        Each stretch of output is normalised by its summed fade weights as soon as no later chunk reaches
-        it, so besides the output only one chunk of weights is kept (no song-long weight buffer)."""
+        """``x (c, n)`` at the model rate -> ``(q, c, n)`` by chunked overlap-add (:func:`overlap_add`)."""
         # q: queries, c: channels, n: samples
-        c, n = x.shape
-        chunk, stride = self._chunk_length(n)
-        if not 0 < stride <= chunk:
-            raise RuntimeError(f"chunk stride {stride} outside 1..{chunk} would leave gaps; this is a bug in the "
-                               "chunking")
-        overlap = chunk - stride
-        out = torch.zeros(len(queries), c, n)
-        carry = torch.zeros(0)  # summed weights of earlier chunks on [start, start + len(carry))
-        start = 0
-        while True:
-            end = min(start + chunk, n)
-            length = end - start
-            weight = torch.ones(length)
-            ramp = min(overlap, length // 2)
-            if ramp > 0:  # strictly positive linear fades: weights never vanish, so their sum never does
-                fade = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
-                weight[:ramp] = fade
-                weight[length - ramp:] = torch.minimum(weight[length - ramp:], fade.flip(0))
+        hop = self.config.hop_length
+        chunk, stride = self._chunk_length(x.shape[-1])
+
+        def run(part: Tensor) -> Tensor:
             with torch.inference_mode():
-                y = self._run(x[:, start:end].to(self.device), queries).cpu()
-            out[..., start:end].addcmul_(y, weight)
-            total = weight
-            total[: len(carry)] += carry
-            done = length if end >= n else stride  # [start, start + done) gets no more contributions
-            if not bool((total[:done] > 0).all()):
-                raise RuntimeError("overlap-add weights sum to zero somewhere; this is a bug in the chunking")
-            out[..., start: start + done].div_(total[:done])
-            carry = total[done:]
-            if end >= n:
-                return out
-            start += stride
+                return self._run(part.to(self.device), queries).cpu()
+
+        if chunk >= x.shape[-1]:  # one chunk: the whole signal, no grid to keep
+            return run(x)
+        return overlap_add(run, x, chunk=chunk, overlap=chunk - stride, grid=self.frame_multiple * hop,
+                           context=self.context_frames * hop)
 
     def _run(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
         """One chunk ``x (c, n)`` -> ``(q, c, n)``: STFT, masks for every query in batched passes, optional

@@ -6,14 +6,19 @@ Spectrograms are channels-first: ``(batch, channels, freq, frames)`` with ``freq
 from __future__ import annotations
 
 import torch
-from einops import rearrange, pack, unpack
+import torch.nn.functional as F
+from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 
 class STFT(nn.Module):
     """Short-time Fourier transform with a Hann window (a buffer) and ``center=True``.
 
-    Zero padding at the edges (not reflection) so that any length, even shorter than ``n_fft``, works.
+    Zero padding at the edges (not reflection) so that any length, even shorter than ``n_fft``, works. The end
+    is zero-padded to a multiple of the hop first, so the last frame is centred at or past the last sample:
+    ``frames = ceil(samples / hop) + 1``. Without it, a signal one sample short of a multiple of the hop ended
+    under the very edge of a single window when ``hop = n_fft / 2``, where the ISTFT divides by a window sum
+    of ~1e-7 and any mask came out amplified thousands of times.
     """
 
     def __init__(self, *, n_fft: int, hop_length: int) -> None:
@@ -25,9 +30,11 @@ class STFT(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, audio: Tensor) -> Tensor:
-        """``audio`` real ``(b, c, samples)`` -> complex ``(b, c, n_fft // 2 + 1, frames)``, frames = samples // hop + 1."""
+        """``audio`` real ``(b, c, samples)`` -> complex ``(b, c, n_fft // 2 + 1, frames)``,
+        ``frames = ceil(samples / hop) + 1``."""
         # b: batch, c: channels, n: samples, f: freq, t: frames
         flat, ps = pack([audio], "* n")
+        flat = F.pad(flat, (0, (-flat.shape[-1]) % self.hop_length))  # (b c, hop * ceil(n / hop))
         spec = torch.stft(
             flat, n_fft=self.n_fft, hop_length=self.hop_length, window=self.window.to(flat.dtype),
             center=True, pad_mode="constant", return_complex=True,
@@ -37,7 +44,7 @@ class STFT(nn.Module):
 
 
 class ISTFT(nn.Module):
-    """Inverse of :class:`STFT` (least-squares overlap-add with the same window)."""
+    """Inverse of :class:`STFT` (least-squares overlap-add with the same window), cropped to ``length``."""
 
     def __init__(self, *, n_fft: int, hop_length: int) -> None:
         super().__init__()

@@ -72,7 +72,7 @@ def run_folder(tmp_path_factory) -> Path:
     import torch
 
     from conditioned_sep.checkpoint import save_checkpoint
-    from conditioned_sep.model import ConditionedUNet
+    from conditioned_sep.models import ConditionedUNet
 
     root = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from conditioned_sep.checkpoint import save_checkpoint
-    from conditioned_sep.model import ConditionedUNet
+    from conditioned_sep.models import ConditionedUNet
 
     root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)

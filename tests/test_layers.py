@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"audio"},
     {"metrics", "spectral", "film"},
     {"museval_io", "report", "chunking"},
-    {"models", "model"},
+    {"models"},
     {"checkpoint"},
     {"separator"},
     {"runs"},

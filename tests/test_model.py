@@ -1,7 +1,24 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from conditioned_sep.model import PRESETS, ConditionedUNet, ModelConfig
+from conditioned_sep.film import Conditioner
+from conditioned_sep.models import (
+    ARCHITECTURES,
+    PRESETS,
+    ConditionedUNet,
+    DownBlock,
+    ModelConfig,
+    SeparationConfig,
+    SeparationModel,
+    UNetConfig,
+    UpBlock,
+    build_model,
+    config_from_dict,
+)
+from conditioned_sep.spectral import ISTFT, STFT
 
 
 def _mag(model: ConditionedUNet, batch: int = 2, frames: int = 37) -> torch.Tensor:
@@ -103,7 +120,7 @@ def test_z_errors():
         cond(mag)
     with pytest.raises(ValueError, match=r"z must be \(batch, 4\)"):
         cond(mag, torch.ones(2, 3))
-    with pytest.raises(ValueError, match="z has batch 3 but mag has batch 2"):
+    with pytest.raises(ValueError, match="z has batch 3 but the spectrogram has batch 2"):
         cond(mag, torch.ones(3, 4))
     with pytest.raises(ValueError, match="dedicated 'drums' model"):
         ded(mag, torch.ones(2, 4))
@@ -115,7 +132,7 @@ def test_config_validation_and_round_trip():
     cfg = ModelConfig(**PRESETS["small"], z_input="embedding")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert isinstance(cfg.to_dict()["channels"], list)
-    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+    with pytest.raises(ValueError, match="unknown UNetConfig field"):
         ModelConfig.from_dict({**cfg.to_dict(), "colour": "red"})
     with pytest.raises(ValueError, match="multiple of 8"):
         ModelConfig(**{**PRESETS["tiny"], "n_bins": 60})
@@ -134,11 +151,127 @@ def test_config_validation_and_round_trip():
         ModelConfig(film_where="middle")
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         ConditionedUNet.from_preset("huge")
-    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+    with pytest.raises(ValueError, match="unknown UNetConfig field"):
         ConditionedUNet.from_preset("tiny", colour="red")
+    with pytest.raises(TypeError, match="arch"):  # fixed by the class, not an argument
+        ModelConfig(arch="unet")
+    with pytest.raises(ValueError, match=r"invalid UNetConfig: sample_rate must be .*; segment_frames must be"):
+        ModelConfig(sample_rate=0, segment_frames=0)
 
 
 def test_full_preset_size_is_below_open_unmix_umxhq():
     model = ConditionedUNet.from_preset("full")
     assert model.config.channels == (16, 32, 64, 128, 256, 512) and model.config.kernel_size == 5
     assert model.num_parameters < 35.6e6  # four umxhq target models together
+
+
+def test_model_config_is_the_unet_config_and_configs_name_their_architecture():
+    assert ModelConfig is UNetConfig and issubclass(UNetConfig, SeparationConfig)
+    cfg = UNetConfig(**PRESETS["tiny"])
+    data = cfg.to_dict()
+    assert data["arch"] == "unet" and UNetConfig.from_dict(data) == cfg
+    assert config_from_dict(data) == cfg
+    legacy = {k: v for k, v in data.items() if k != "arch"}  # format-1 checkpoints: no arch, a U-Net
+    assert config_from_dict(legacy) == cfg
+    with pytest.raises(ValueError, match="unknown model arch 'transformer'; this library knows \\['unet'\\]"):
+        config_from_dict({**data, "arch": "transformer"})
+    with pytest.raises(ValueError, match="UNetConfig is the config of arch 'unet', got arch='other'"):
+        UNetConfig.from_dict({**data, "arch": "other"})
+    assert set(ARCHITECTURES) == {"unet"} and ARCHITECTURES["unet"] == (UNetConfig, ConditionedUNet)
+    model = build_model(cfg)
+    assert type(model) is ConditionedUNet and model.config is cfg
+
+
+def test_interface_properties():
+    cond = ConditionedUNet.from_preset("tiny")
+    ded = ConditionedUNet.from_preset("small", conditioned=False, target="bass")
+    assert isinstance(cond, SeparationModel)
+    assert cond.stems == ("vocals", "drums", "bass", "other") and cond.is_conditioned and cond.target is None
+    assert not ded.is_conditioned and ded.target == "bass"
+    assert cond.frame_multiple == 8 and ded.frame_multiple == 32  # 2 ** blocks: each block halves the frames
+    assert cond.context_frames == 0  # seams are cross-faded, not given context
+    assert cond.num_parameters == sum(p.numel() for p in cond.parameters()) > 0
+    assert isinstance(cond.stft, STFT) and isinstance(cond.istft, ISTFT)
+    assert (cond.stft.n_fft, cond.stft.hop_length) == (256, 128)
+    assert cond.check_z(torch.eye(4)[:3], 1) == 3 and ded.check_z(None, 5) == 5
+
+
+def test_the_base_class_states_the_contract():
+    class Bare(SeparationModel):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method.*forward"):
+        Bare(SeparationConfig())
+    with pytest.raises(TypeError, match="ConditionedUNet needs a UNetConfig, got SeparationConfig"):
+        ConditionedUNet(SeparationConfig())
+
+
+@pytest.mark.parametrize("overrides", [{}, {"film_where": "both"}, {"conditioned": False, "target": "vocals"}])
+def test_forward_is_the_mask_times_the_mixture(overrides):
+    """Both paths of forward (with gradients: concatenation; without: one preallocated real buffer) give
+    ``masks(|spec|, z) * spec``. Stated tolerance: 1e-6 absolute (the same products; masks <= 1, |spec| <= 3)."""
+    torch.manual_seed(0)
+    model = ConditionedUNet.from_preset("tiny", **overrides).eval()
+    mag = _mag(model, batch=1, frames=21)
+    spec = torch.polar(mag, torch.rand_like(mag) * 6)
+    z = torch.eye(4)[[0, 2]] if model.is_conditioned else None
+    expected = model.masks(mag, z) * spec
+    with torch.no_grad():
+        assert torch.allclose(model(spec, z), expected, atol=1e-6)
+    spec.requires_grad_(True)
+    est = model(spec, z)
+    assert est.requires_grad and torch.allclose(est, expected, atol=1e-6)
+
+
+def test_down_block_is_conv_norm_film_leaky_relu():
+    torch.manual_seed(0)
+    block = DownBlock(c_in=2, c_out=4, kernel_size=5, leaky_slope=0.2).eval()
+    x = torch.randn(3, 2, 16, 12)
+    y = block(x)
+    assert y.shape == (3, 4, 8, 6)  # strided: halves freq and frames
+    pre = block.norm(block.conv(x))
+    assert torch.allclose(y, torch.nn.functional.leaky_relu(pre, 0.2), atol=1e-6)
+    gamma, beta = torch.rand(3, 4) + 0.5, torch.randn(3, 4)
+    y = block(x, (gamma, beta))
+    expected = torch.nn.functional.leaky_relu(gamma[:, :, None, None] * pre + beta[:, :, None, None], 0.2)
+    assert torch.allclose(y, expected, atol=1e-6)
+
+
+def test_up_block_shares_a_batch_1_skip_without_copying_it():
+    """A skip of batch 1 (a shared encoder) goes through its half of the transposed convolution once; the result
+    equals concatenating q copies. Stated tolerance: 1e-5 (float32 sums in a different order)."""
+    torch.manual_seed(0)
+    block = UpBlock(c_in=6, c_out=4, kernel_size=5, dropout=0.5).eval()
+    x, skip = torch.randn(3, 2, 8, 6), torch.randn(1, 4, 8, 6)
+    gamma, beta = torch.rand(3, 4) + 0.5, torch.randn(3, 4)
+    shared = block(x, skip, (gamma, beta))
+    copied = block(x, skip.expand(3, -1, -1, -1).contiguous(), (gamma, beta))
+    assert shared.shape == (3, 4, 16, 12)  # doubles freq and frames
+    assert torch.allclose(shared, copied, atol=1e-5)
+    pre = block.norm(block.conv(torch.cat([x, skip.expand(3, -1, -1, -1)], dim=1)))
+    assert torch.allclose(copied, torch.relu(gamma[:, :, None, None] * pre + beta[:, :, None, None]), atol=1e-5)
+    block.train()
+    torch.manual_seed(1)
+    dropped = block(x, skip)
+    assert 0.3 < float((dropped == 0).float().mean()) < 0.8  # ReLU zeros plus dropout's half
+    assert isinstance(UpBlock(c_in=6, c_out=4, kernel_size=5, dropout=0.0).dropout, torch.nn.Identity)
+
+
+def test_unet_layout_follows_the_config():
+    model = ConditionedUNet.from_preset("tiny", dropout_blocks=1, film_where="both")
+    assert [b.conv.out_channels for b in model.encoder] == [4, 8, 16]
+    assert [b.conv.out_channels for b in model.decoder] == [8, 4] and model.output.out_channels == 2
+    assert [b.conv.in_channels for b in model.decoder] == [16, 16] and model.output.in_channels == 8
+    assert [type(b.dropout).__name__ for b in model.decoder] == ["Dropout", "Identity"]
+    assert isinstance(model.conditioner, Conditioner)
+    assert model.conditioner.block_channels == (4, 8, 16, 8, 4)  # encoder blocks, then decoder blocks
+    one = ConditionedUNet.from_preset("tiny", channels=(4,), n_bins=64)  # a single block: no skips at all
+    assert len(one.decoder) == 0 and one.output.in_channels == 4
+    assert one.masks(_mag(one, batch=1), torch.eye(4)).shape == (4, 2, 129, 37)
+
+
+def test_importing_models_needs_nothing_beyond_torch():
+    code = ("import sys, torch, einops; before = set(sys.modules); import conditioned_sep.models; "
+            "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['conditioned_sep']"
