@@ -80,10 +80,7 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
             declared = sf.info(str(path)).frames
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as err:
-            # libsndfile says "File does not exist" of files it cannot parse: never repeat that to the user
-            reason = "" if "does not exist" in str(err) else f" ({str(err).rstrip('. ')})"
-            raise AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): not a readable {ext} file, "
-                             f"corrupt or truncated{reason}; re-export it or convert it to wav") from err
+            raise _unreadable(path, err) from err
         audio = np.ascontiguousarray(data.T)
         if ext == "wav":
             declared = _wav_declared_frames(path) or declared
@@ -91,14 +88,25 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
         audio, rate, declared = _read_with_ffmpeg(path)
     if audio.shape[-1] == 0:
         raise AudioError(f"audio file {path} holds no samples")
-    if declared and audio.shape[-1] < declared - max(1, declared // 1000):
-        warnings.warn(f"{path} looks truncated: its header promises {declared} samples, the file holds "
-                      f"{audio.shape[-1]}; using the {audio.shape[-1]} samples there are", TruncatedAudioWarning,
-                      stacklevel=2)
+    _warn_truncated(path, declared, audio.shape[-1])
     validate_audio(audio, name=str(path))
     if sample_rate is not None and sample_rate != rate:
         audio, rate = resample(audio, orig_rate=rate, target_rate=sample_rate), sample_rate
     return audio, rate
+
+
+def _unreadable(path: Path, err: Exception) -> AudioError:
+    # libsndfile says "File does not exist" of files it cannot parse: never repeat that to the user
+    reason = "" if "does not exist" in str(err) else f" ({str(err).rstrip('. ')})"
+    ext = path.suffix.lower().lstrip(".")
+    return AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): not a readable {ext} file, "
+                      f"corrupt or truncated{reason}; re-export it or convert it to wav")
+
+
+def _warn_truncated(path: Path, declared: int | None, frames: int) -> None:
+    if declared and frames < declared - max(1, declared // 1000):
+        warnings.warn(f"{path} looks truncated: its header promises {declared} samples, the file holds {frames}; "
+                      f"using the {frames} samples there are", TruncatedAudioWarning, stacklevel=3)
 
 
 def _wav_declared_frames(path: Path) -> int | None:
@@ -174,10 +182,14 @@ def write_audio(path: str | os.PathLike, audio: Array, sample_rate: int, *, subt
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         if isinstance(err, (FileNotFoundError, AudioError)):
             raise
-        free = shutil.disk_usage(path.parent).free
-        raise AudioWriteError(f"cannot write {path} ({err}); {free / 1e6:.0f} MB free on its disk: free some space "
-                              "or choose another output folder") from err
+        raise _write_failed(path, err) from err
     return path
+
+
+def _write_failed(path: Path, err: Exception) -> AudioWriteError:
+    free = shutil.disk_usage(path.parent).free
+    return AudioWriteError(f"cannot write {path} ({err}); {free / 1e6:.0f} MB free on its disk: free some space or "
+                           "choose another output folder")
 
 
 def to_numpy(audio: Array) -> np.ndarray:
@@ -259,3 +271,164 @@ def resample(audio: Array, *, orig_rate: int, target_rate: int) -> Array:
     if isinstance(audio, torch.Tensor):
         return torch.from_numpy(out).to(device=audio.device, dtype=audio.dtype)
     return out.astype(data.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Streaming: a song read and its stems written block by block, never held whole
+# --------------------------------------------------------------------------------------------------------------
+
+STREAM_BLOCK = 1 << 18
+"""Samples per block when a file is decoded or resampled on its way in or out (~6 s at 44.1 kHz)."""
+
+OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
+    "wav": ("PCM_16", "PCM_24", "FLOAT"),
+    "flac": ("PCM_16", "PCM_24"),
+    "mp3": ("MPEG_LAYER_III",),
+}
+"""Output format -> the soundfile subtypes it takes (the first is the default)."""
+
+
+class SeekableAudio:
+    """A song on disk, readable at any offset at ``sample_rate``: ``read(lo, hi) -> float32 (channels, hi - lo)``.
+
+    Formats soundfile reads are read in place when already at ``sample_rate``; anything else is first decoded
+    (ffmpeg) and / or resampled (soxr, streaming) block by block into float wav files in ``workdir``, so memory
+    stays bounded by a block whatever the song's length. ``frames`` is the length at ``sample_rate``;
+    ``source_rate`` and ``source_frames`` those of the file. Use as a context manager (closes the file).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, sample_rate: int, workdir: str | os.PathLike) -> None:
+        path = Path(path)
+        if path.is_dir():
+            raise AudioError(f"{path} is a folder, not an audio file; pass the audio files inside it "
+                             f"(e.g. {path}/*.wav)")
+        if not path.is_file():
+            raise FileNotFoundError(f"audio file not found: {path}")
+        self.path, workdir = path, Path(workdir)
+        declared = None
+        if path.suffix.lower().lstrip(".") in _soundfile_formats():
+            source = path
+            if path.suffix.lower() == ".wav":
+                declared = _wav_declared_frames(path)
+        else:
+            source, declared = workdir / "decoded.wav", _decode_to_wav(path, workdir / "decoded.wav")
+        try:
+            file = sf.SoundFile(str(source))
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise _unreadable(path, err) from err
+        self.source_rate, self.channels = int(file.samplerate), int(file.channels)
+        declared = declared or file.frames
+        if self.channels > 2:
+            file.close()
+            raise AudioError(f"{path} has {self.channels} channels; at most 2 are supported: mix it down to stereo "
+                             "first (e.g. ffmpeg -i in -ac 2 out.wav)")
+        self._file = file
+        self.source_frames = self._count_frames()
+        _warn_truncated(path, declared, self.source_frames)
+        if self.source_rate != sample_rate:
+            self._file = _resampled_copy(file, path, sample_rate, workdir / "resampled.wav")
+        self.sample_rate = sample_rate
+        self.frames = self._count_frames()
+        if self.frames == 0:
+            self.close()
+            raise AudioError(f"audio file {path} holds no samples")
+
+    def _count_frames(self) -> int:
+        """Frames that really decode: a truncated mp3 promises more than it holds."""
+        self._file.seek(0)
+        if self._file.format != "MPEG":
+            return int(self._file.frames)
+        total = 0
+        for block in self._file.blocks(blocksize=STREAM_BLOCK, dtype="float32", always_2d=True):
+            total += len(block)
+        return total
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``[lo, hi)`` at :attr:`sample_rate`, float32 ``(channels, hi - lo)``; :class:`AudioError` for
+        NaN or Inf samples."""
+        self._file.seek(lo)
+        data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+        out = np.zeros((self.channels, hi - lo), dtype=np.float32)
+        out[:, : len(data)] = data.T
+        validate_audio(out, name=f"{self.path} (samples {lo}..{hi})")
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SeekableAudio:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _decode_to_wav(path: Path, out: Path) -> int | None:
+    """Decode ``path`` with the ffmpeg program into a float wav ``out`` (streamed to disk, not memory); returns the
+    frames the container declares (None when it does not say)."""
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise AudioError(f"cannot read {path}: the {path.suffix} format needs ffmpeg (apt-get install ffmpeg), "
+                         "or convert the file to wav or flac first")
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                            "stream=sample_rate,duration", "-of", "json", str(path)], capture_output=True, text=True)
+    try:
+        stream = json.loads(probe.stdout)["streams"][0]
+        rate = int(stream["sample_rate"])
+    except (json.JSONDecodeError, KeyError, IndexError, ValueError) as err:
+        raise AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): ffprobe finds no audio stream "
+                         f"(corrupt, truncated or not audio: {probe.stderr.strip()})") from err
+    done = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(path), "-map", "0:a:0",
+                           "-acodec", "pcm_f32le", str(out)], capture_output=True)
+    if done.returncode != 0:
+        raise AudioError(f"cannot decode audio file {path}: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        return int(float(stream["duration"]) * rate)
+    except (KeyError, ValueError):
+        return None
+
+
+def _resampled_copy(file: sf.SoundFile, path: Path, rate: int, out: Path) -> sf.SoundFile:
+    """``file`` resampled to ``rate`` (soxr HQ, streaming) into a float wav ``out``, opened for reading."""
+    stream = soxr.ResampleStream(file.samplerate, rate, file.channels, dtype="float32", quality="HQ")
+    with file, sf.SoundFile(str(out), "w", samplerate=rate, channels=file.channels, subtype="FLOAT") as dst:
+        for block in file.blocks(blocksize=STREAM_BLOCK, dtype="float32", always_2d=True):
+            validate_audio(block, name=str(path))
+            dst.write(stream.resample_chunk(block))
+        dst.write(stream.resample_chunk(np.zeros((0, file.channels), np.float32), last=True))
+    return sf.SoundFile(str(out))
+
+
+class StemWriter:
+    """Writes one output file block by block, resampling from ``from_rate`` to ``to_rate`` on the way (soxr,
+    streaming) and ending with exactly ``frames`` samples. Refuses NaN or Inf samples (:class:`AudioError`);
+    a failed write is an :class:`AudioWriteError`."""
+
+    def __init__(self, path: str | os.PathLike, *, channels: int, from_rate: int, to_rate: int, frames: int,
+                 subtype: str) -> None:
+        self.path, self.frames, self.written = Path(path), frames, 0
+        self._stream = (soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32", quality="HQ")
+                        if from_rate != to_rate else None)
+        self.channels = channels
+        try:
+            self._file = sf.SoundFile(str(self.path), "w", samplerate=to_rate, channels=channels, subtype=subtype)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise AudioWriteError(f"cannot write {self.path} ({err}); does this format take subtype {subtype}?") from err
+
+    def write(self, block: np.ndarray, *, last: bool = False) -> None:
+        """Append ``block (channels, m)`` at ``from_rate``; ``last`` flushes the resampler and fixes the length."""
+        if block.shape[-1]:
+            validate_audio(block, name=f"audio for {self.path}")
+        data = np.ascontiguousarray(block.T, dtype=np.float32)
+        if self._stream is not None:
+            data = self._stream.resample_chunk(data, last=last)
+        data = data[: self.frames - self.written]
+        if last and self.written + len(data) < self.frames:
+            data = np.concatenate([data, np.zeros((self.frames - self.written - len(data), self.channels), np.float32)])
+        try:
+            self._file.write(data)
+        except (RuntimeError, sf.LibsndfileError, OSError) as err:
+            raise _write_failed(self.path, err) from err
+        self.written += len(data)
+
+    def close(self) -> None:
+        self._file.close()

@@ -5,7 +5,7 @@ Used by the Separator (model inference) and the evaluation's oracle rows (ideal 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -34,51 +34,80 @@ def overlap_add(
       up to a multiple of ``grid``; its output there is discarded. Context wide enough for ``fn``'s receptive
       field makes the result equal to ``fn(signal)``.
 
-    Each stretch of output is final as soon as no later chunk reaches it: the blend is kept as a running
-    weighted mean, so besides the output only one chunk of weights is held, and where the chunks agree (an
-    identity ``fn``) the output equals them exactly.
+    The in-memory use of :func:`overlap_add_blocks` (which streams: see there).
+    """
+    n = signal.shape[-1]
+    out: Tensor | None = None
+    for start, block in overlap_add_blocks(fn, lambda lo, hi: signal[..., lo:hi], n, chunk=chunk, overlap=overlap,
+                                           grid=grid, context=context):
+        if out is None:
+            # plain torch.empty: a normal tensor even when fn runs under inference mode
+            out = torch.empty(*block.shape[:-1], n, dtype=block.dtype, device=block.device)
+        out[..., start: start + block.shape[-1]] = block
+    assert out is not None  # n >= 1 gives at least one block
+    return out
+
+
+def overlap_add_blocks(
+    fn: Callable[[Tensor], Tensor],
+    read: Callable[[int, int], Tensor],
+    n: int,
+    *,
+    chunk: int,
+    overlap: int = 0,
+    grid: int = 1,
+    context: int = 0,
+) -> Iterator[tuple[int, Tensor]]:
+    """:func:`overlap_add` as a stream: yields ``(start, block (*lead, m))``, consecutive finished stretches of the
+    output in order, as soon as no later chunk reaches them. ``read(lo, hi)`` returns the input samples
+    ``[lo, hi)`` of a signal of ``n`` samples (a tensor slice, or a file read), so neither the input nor the output
+    is ever held whole: memory is bounded by the chunk.
+
+    The blend is a running weighted mean, so where the chunks agree (an identity ``fn``) the output equals them
+    exactly.
     """
     # n: samples, k: samples shared with the previous chunk
-    n = signal.shape[-1]
     stride = chunk - overlap
     problems = []
     if n < 1:
         problems.append("the signal is empty")
     if grid < 1 or context < 0:
         problems.append(f"need grid >= 1 and context >= 0, got grid={grid}, context={context}")
-    elif not 0 <= overlap < chunk or stride % grid:
+    elif n > chunk and (not 0 <= overlap < chunk or stride % grid):  # one chunk: no stride to check
         problems.append(f"need 0 <= overlap < chunk with chunk - overlap a multiple of grid={grid}, got "
                         f"chunk={chunk}, overlap={overlap}")
     if problems:
         raise ValueError("overlap_add: " + "; ".join(problems))
     if n <= chunk:
-        return _checked(fn(signal), n, None)
+        yield 0, _checked(fn(read(0, n)), n, None)
+        return
     context = -(-context // grid) * grid
-    out: Tensor | None = None
-    carry = torch.zeros(0)  # summed weights of earlier chunks on [start, start + len(carry))
+    lead: torch.Size | None = None
+    pending = torch.zeros(0)  # the blended output on [start, start + k), still to be joined by this chunk
+    carry = torch.zeros(0)  # summed weights of earlier chunks on the same stretch
     start = 0
     while True:
         end = min(start + chunk, n)
         lo, hi = max(0, start - context), min(n, end + context)
-        y = _checked(fn(signal[..., lo:hi]), hi - lo, None if out is None else out.shape[:-1])
-        y = y[..., start - lo: end - lo]
-        if out is None:
-            # plain torch.empty: a normal tensor even when fn runs under inference mode
-            out = torch.empty(*y.shape[:-1], n, dtype=y.dtype, device=y.device)
+        y = _checked(fn(read(lo, hi)), hi - lo, lead)[..., start - lo: end - lo]
+        lead = y.shape[:-1]
         weight = _fade(end - start, overlap).to(y.device)
         k = len(carry)
         total = weight.clone()
         total[:k] += carry.to(y.device)
         if not bool((total > 0).all()):
             raise RuntimeError("overlap-add weights sum to zero; this is a bug in conditioned_sep.chunking")
-        shared = out[..., start: start + k]
-        # running weighted mean: shared + (y - shared) * w / (W + w) equals (W shared + w y) / (W + w), and is
-        # exactly ``shared`` where y == shared
-        shared.add_((y[..., :k] - shared).mul_(weight[:k] / total[:k]))
-        out[..., start + k: end] = y[..., k:]
+        block = y.clone()
+        if k:
+            # running weighted mean: shared + (y - shared) * w / (W + w) equals (W shared + w y) / (W + w), and is
+            # exactly ``shared`` where y == shared
+            shared = pending.to(y.device)
+            block[..., :k] = shared + (y[..., :k] - shared) * (weight[:k] / total[:k])
         if end >= n:
-            return out
-        carry = total[stride:].cpu()
+            yield start, block
+            return
+        yield start, block[..., :stride]
+        pending, carry = block[..., stride:], total[stride:].cpu()
         start += stride
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import types
 import typing
@@ -21,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__
-from .audio import read_audio, write_audio
+from .audio import OUTPUT_FORMATS
 from .data.sources import DatasetSpec
 from .evaluation import EvalConfig, evaluate
 from .runs import DEFAULT_RUN, choose_checkpoint, discover_models
@@ -110,7 +109,7 @@ def _dataset(args: argparse.Namespace) -> DatasetSpec:
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
-    data = parser.add_argument_group(f"data (default: the embedded default data, generated once)")
+    data = parser.add_argument_group("data (default: the embedded default data, generated once)")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
                         help=f"{what} MUSDB18 or MUSDB18-HQ (the root; without PATH, $MUSDB_PATH)")
@@ -130,13 +129,10 @@ def _song_name(path: Path) -> str:
     return name or path.name
 
 
-def _file_name(query: str) -> str:
-    return re.sub(r"[\\/:*?\"<>|]", "_", query.strip()) or "_"
-
-
 def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Separate songs (wav, flac, ogg; mp3, mp4, m4a with ffmpeg) into the stems you ask for: one "
-                          "wav per requested stem per song, OUT/<song>/<stem>.wav, at the song's sample rate.")
+    parser.description = ("Separate songs (wav, flac, ogg, mp3; mp4, m4a with ffmpeg) into the stems you ask for: one "
+                          "file per requested stem per song, OUT/<song>/<stem>.<format>, at the song's sample rate. "
+                          "Songs stream from disk to disk: memory does not grow with their length.")
     parser.add_argument("songs", nargs="+", metavar="SONG", help="audio files")
     parser.add_argument("--stems", "-s", default=None,
                         help="comma-separated stems or sums, e.g. vocals,drums+bass,accompaniment "
@@ -148,8 +144,10 @@ def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {DEFAULT_RUN})")
     parser.add_argument("--niter", type=int, default=0, help="Wiener filter iterations (default: 0, plain masks)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"),
-                        help="wav sample format (default: PCM_16)")
+    parser.add_argument("--format", "-f", default="wav", choices=tuple(OUTPUT_FORMATS),
+                        help="output format (default: wav)")
+    parser.add_argument("--subtype", default=None, choices=sorted({t for ts in OUTPUT_FORMATS.values() for t in ts}),
+                        help="sample format: wav PCM_16 (default), PCM_24 or FLOAT; flac PCM_16 (default) or PCM_24")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -183,18 +181,14 @@ def run_separate(args: argparse.Namespace, prog: str) -> int:
     bar = tqdm(args.songs, desc="separate", unit="song", disable=args.no_progress, file=sys.stderr)
     for song in bar:
         path = Path(song)
+        name = _song_name(path)
+        if name in used:  # "song.wav" and "song.mp3" in one call: keep both, the second under its full name
+            name = next(n for n in (path.name, *(f"{path.name} ({i})" for i in range(2, 10**6))) if n not in used)
+        used.add(name)
         try:
-            audio, rate = read_audio(path)
-            stems = separator.separate(audio, stems=[q.name for q in queries], sample_rate=rate)
-            name = _song_name(path)
-            if name in used:  # "song.wav" and "song.mp3" in one call: keep both, the second under its full name
-                name = next(n for n in (path.name, *(f"{path.name} ({i})" for i in range(2, 10**6))) if n not in used)
-            used.add(name)
-            folder = args.out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for q in queries:
-                write_audio(folder / f"{_file_name(q.name)}.wav", stems[q.name], rate, subtype=args.subtype)
-                written += 1
+            files = separator.separate_file(path, args.out / name, [q.name for q in queries], format=args.format,
+                                            subtype=args.subtype, progress=not args.no_progress)
+            written += len(files)
         except (ValueError, OSError) as err:  # one bad song must not stop the others
             failed.append(song)
             bar.write(f"{prog}: error: {song}: {err}", file=sys.stderr)

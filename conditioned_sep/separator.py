@@ -10,16 +10,29 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from .audio import AudioError, as_float, read_audio, resample, validate_audio
+from .audio import (
+    OUTPUT_FORMATS,
+    AudioError,
+    SeekableAudio,
+    StemWriter,
+    as_float,
+    read_audio,
+    resample,
+    validate_audio,
+)
 from .checkpoint import load_checkpoint
-from .chunking import overlap_add
+from .chunking import overlap_add, overlap_add_blocks
+from .fileio import atomic_folder
 from .models import SeparationModel
 from .spectral import wiener
 from .stems import StemQuery, parse_queries, queries_to_z
@@ -148,7 +161,6 @@ class Separator:
         """
         queries = parse_queries(stems, vocabulary=self.stems)
         signal, rate, like = self._prepare(audio, sample_rate)
-        mono = signal.shape[0] == 1
         x = signal if rate == self.sample_rate else resample(signal, orig_rate=rate, target_rate=self.sample_rate)
         x = torch.as_tensor(x, dtype=torch.float32)
         if x.shape[-1] == 0:
@@ -156,12 +168,7 @@ class Separator:
                              f"model's {self.sample_rate} Hz; pass at least {math.ceil(rate / self.sample_rate)} "
                              "samples")
         with self._eval():
-            if self.config.audio_channels == 2:
-                out = self._separate_array(x.expand(2, -1) if mono else x, queries)
-                if mono:
-                    out = out.mean(1, keepdim=True)
-            else:  # a mono model: each channel on its own
-                out = torch.cat([self._separate_array(x[i: i + 1], queries) for i in range(x.shape[0])], dim=1)
+            out = self._separate_array(x, queries)
         if rate != self.sample_rate:
             out = resample(out, orig_rate=self.sample_rate, target_rate=rate)
             n = signal.shape[-1]
@@ -173,6 +180,55 @@ class Separator:
                 y = y[0]
             result[q.name] = y.to(like["device"])
         return result
+
+    def separate_file(
+        self, path: PathLike, out_dir: PathLike, stems: str | Sequence[str] = "vocals", *, format: str = "wav",
+        subtype: str | None = None, progress: bool = False,
+    ) -> dict[str, Path]:
+        """Separate the song at ``path`` into ``out_dir/<query>.<format>``, streaming from disk to disk.
+
+        The song is read chunk by chunk and every stem written chunk by chunk, so peak memory is set by the chunk,
+        not the song; only the requested ``stems`` are computed. ``format``: ``wav``, ``flac`` or ``mp3``
+        (:data:`~conditioned_sep.audio.OUTPUT_FORMATS`), ``subtype`` the sample format (wav: ``PCM_16`` default,
+        ``PCM_24``, ``FLOAT``). Stems are at the song's sample rate and length. ``out_dir`` is published whole: all
+        its stems appear together (replacing an earlier folder of that name) or, on any error or kill, none and the
+        earlier folder stays. Decoding (ffmpeg) and resampling use temporary files beside ``out_dir``. Returns
+        ``{query: file}``.
+        """
+        queries = parse_queries(stems, vocabulary=self.stems)
+        if format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+        subtype = subtype or OUTPUT_FORMATS[format][0]
+        if subtype not in OUTPUT_FORMATS[format]:
+            raise ValueError(f"{format} takes the sample formats {', '.join(OUTPUT_FORMATS[format])}, got {subtype!r}")
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"output folder {out_dir} is a file; pass a folder (it is created if missing)")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        names = {q.name: f"{output_name(q.name)}.{format}" for q in queries}
+        with contextlib.ExitStack() as stack:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
+            song = stack.enter_context(SeekableAudio(path, sample_rate=self.sample_rate, workdir=work))
+            stack.enter_context(self._eval())
+            folder = stack.enter_context(atomic_folder(out_dir, replace=True))
+            writers = []
+            for q in queries:
+                writer = StemWriter(folder / names[q.name], channels=song.channels, from_rate=self.sample_rate,
+                                    to_rate=song.source_rate, frames=song.source_frames, subtype=subtype)
+                stack.callback(writer.close)
+                writers.append(writer)
+            chunk, stride = self._chunk_length(song.frames)
+            blocks = overlap_add_blocks(self._chunk_fn(queries), lambda lo, hi: torch.from_numpy(song.read(lo, hi)),
+                                        song.frames, **self._overlap_args(chunk, stride))
+            total = 1 if chunk >= song.frames else math.ceil((song.frames - chunk) / stride) + 1
+            with tqdm(total=total, desc=Path(path).name, unit="chunk", disable=not progress, leave=False) as bar:
+                for _, block in blocks:  # (q, c, m), in order
+                    for writer, stem in zip(writers, block.numpy()):
+                        writer.write(stem)
+                    bar.update()
+            for writer in writers:
+                writer.write(np.zeros((song.channels, 0), np.float32), last=True)
+        return {name: out_dir / file for name, file in names.items()}
 
     # --------------------------------------------------------------------------------------------- helpers
     def _prepare(self, audio, sample_rate: int | None) -> tuple[np.ndarray | Tensor, int, dict]:
@@ -236,17 +292,31 @@ class Separator:
     def _separate_array(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
         """``x (c, n)`` at the model rate -> ``(q, c, n)`` by chunked overlap-add (:func:`overlap_add`)."""
         # q: queries, c: channels, n: samples
-        hop = self.config.hop_length
         chunk, stride = self._chunk_length(x.shape[-1])
+        return overlap_add(self._chunk_fn(queries), x, **self._overlap_args(chunk, stride))
+
+    def _overlap_args(self, chunk: int, stride: int) -> dict[str, int]:
+        hop = self.config.hop_length
+        return {"chunk": chunk, "overlap": chunk - stride, "grid": self.frame_multiple * hop,
+                "context": self.context_frames * hop}
+
+    def _chunk_fn(self, queries: list[StemQuery]) -> Callable[[Tensor], Tensor]:
+        """The function overlap-add applies: one stretch ``(c, m)`` at the model rate -> ``(q, c, m)`` on the CPU.
+        Mono input to a stereo model goes in as two equal channels and comes out as their mean; a mono model
+        separates each channel on its own."""
 
         def run(part: Tensor) -> Tensor:
             with torch.inference_mode():
-                return self._run(part.to(self.device), queries).cpu()
+                part = part.to(self.device)
+                if self.config.audio_channels == 1:
+                    out = torch.cat([self._run(part[i: i + 1], queries) for i in range(part.shape[0])], dim=1)
+                elif part.shape[0] == 1:
+                    out = self._run(part.expand(2, -1), queries).mean(1, keepdim=True)
+                else:
+                    out = self._run(part, queries)
+                return out.cpu()
 
-        if chunk >= x.shape[-1]:  # one chunk: the whole signal, no grid to keep
-            return run(x)
-        return overlap_add(run, x, chunk=chunk, overlap=chunk - stride, grid=self.frame_multiple * hop,
-                           context=self.context_frames * hop)
+        return run
 
     def _run(self, x: Tensor, queries: list[StemQuery]) -> Tensor:
         """One chunk ``x (c, n)`` -> ``(q, c, n)``: STFT, masks for every query in batched passes, optional
@@ -285,7 +355,13 @@ class Separator:
         return mix * (mag / mix.abs().clamp_min(1e-12))
 
 
+def output_name(query: str) -> str:
+    """A file name (without suffix) for a query such as ``"drums+bass"``: characters no file system takes become
+    ``_``."""
+    return re.sub(r"[\\/:*?\"<>|]", "_", query.strip()) or "_"
+
+
 load = Separator.load
 """Module-level alias: ``conditioned_sep.load(path, **kwargs)``."""
 
-__all__ = ["Separator", "load"]
+__all__ = ["Separator", "load", "output_name"]

@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+import soundfile as sf
 import pytest
 import torch
 
@@ -374,3 +375,62 @@ def test_audio_that_resamples_to_nothing_is_a_clear_error():
         sep.separate(np.full((2, 1), 0.5, np.float32), "vocals", sample_rate=96000)
     out = sep.separate(np.full(3, 0.5, np.float32), ["vocals", "bass"], sample_rate=96000)
     assert all(y.shape == (3,) and torch.isfinite(y).all() for y in out.values())
+
+
+# ---- streaming from disk to disk -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate, channels", [(44100, 2), (22050, 1), (48000, 2)])
+def test_separate_file_streams_the_same_stems_as_separate(tmp_path, rate, channels):
+
+    torch.manual_seed(0)
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval(), chunk_seconds=0.3)  # several chunks
+    x = (0.1 * np.random.default_rng(1).standard_normal((channels, int(1.3 * rate)))).astype(np.float32)
+    song = write_audio(tmp_path / "song.wav", x, rate, subtype="FLOAT")
+    files = sep.separate_file(song, tmp_path / "out", ["vocals", "drums+bass"], subtype="FLOAT")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["drums+bass.wav", "vocals.wav"]
+    in_memory = sep.separate(song, ["vocals", "drums+bass"])
+    for name, path in files.items():
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        assert file_rate == rate and data.T.shape == (channels, x.shape[1])
+        # the streamed resampler and overlap-add are the in-memory ones, block by block: identical samples
+        assert np.array_equal(data.T, in_memory[name].numpy())
+
+
+def test_separate_file_formats_and_bad_options(tmp_path):
+
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval())
+    song = write_audio(tmp_path / "song.wav", 0.1 * np.ones((2, 8000), np.float32), 44100)
+    for fmt, subtype in [("flac", "PCM_24"), ("mp3", None), ("wav", "PCM_24")]:
+        path = sep.separate_file(song, tmp_path / fmt, "vocals", format=fmt, subtype=subtype)["vocals"]
+        info = sf.info(str(path))
+        assert path.suffix == f".{fmt}" and info.frames == 8000 and info.samplerate == 44100
+    with pytest.raises(ValueError, match="unknown output format 'ogg'; choose one of wav, flac, mp3"):
+        sep.separate_file(song, tmp_path / "x", "vocals", format="ogg")
+    with pytest.raises(ValueError, match="flac takes the sample formats PCM_16, PCM_24, got 'FLOAT'"):
+        sep.separate_file(song, tmp_path / "x", "vocals", format="flac", subtype="FLOAT")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_song_folder_is_published_whole_or_not_at_all(tmp_path, monkeypatch):
+    from conditioned_sep.audio import StemWriter
+
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval(), chunk_seconds=0.2)
+    song = write_audio(tmp_path / "song.wav", 0.1 * np.ones((2, 30000), np.float32), 44100)
+    sep.separate_file(song, tmp_path / "out", ["vocals", "bass"])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    calls = []
+    real = StemWriter.write
+
+    def killed(self, block, **kwargs):  # dies half way through the second run, after some stems were written
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, block, **kwargs)
+
+    monkeypatch.setattr(StemWriter, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sep.separate_file(song, tmp_path / "out", ["vocals", "drums"])
+    # the earlier folder as it was: no new stem beside old ones, no temporary folder or work files left
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "song.wav"]
