@@ -49,7 +49,12 @@ class StemQuery:
 
 def _valid_names(vocabulary: Sequence[str]) -> str:
     aliases = [a for a, parts in ALIASES.items() if set(parts) <= set(vocabulary)]
-    return f"stems {', '.join(vocabulary)}; aliases {', '.join(aliases)}; or a sum such as 'drums+bass'"
+    names = f"stems {', '.join(vocabulary)}"
+    if aliases:
+        names += f"; aliases {', '.join(aliases)}"
+    if len(vocabulary) > 1:  # an example built from what this vocabulary has, never a stem it lacks
+        names += f"; or a sum such as '{vocabulary[-2]}+{vocabulary[-1]}'"
+    return names
 
 
 def parse_query(query: str, *, vocabulary: Sequence[str] = STEMS) -> StemQuery:

@@ -245,3 +245,29 @@ def _running(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+# ---- checkpoints and model sets ---------------------------------------------------------------------------------
+
+
+def test_a_dedicated_set_suggests_only_what_it_can_answer(run_folder):
+    pair = Separator.load([run_folder / "dedicated-vocals", run_folder / "dedicated-drums"])
+    with pytest.raises(UnknownStemError) as err:
+        pair.separate(_stereo(), "bass", sample_rate=RATE)
+    message = str(err.value)
+    assert "stems vocals, drums" in message and "'vocals+drums'" in message
+    assert "bass" not in message.split("valid:")[1] and "accompaniment" not in message
+
+
+def test_a_bad_sample_rate_in_a_checkpoint_is_refused_at_load_naming_the_file(tmp_path):
+    import torch
+
+    from conditioned_sep.checkpoint import save_checkpoint
+    from conditioned_sep.models import ConditionedUNet
+
+    torch.manual_seed(0)
+    model = ConditionedUNet.from_preset("tiny")
+    model.config.sample_rate = -44100  # what a hand-edited or foreign file can hold
+    path = save_checkpoint(tmp_path / "odd.ckpt", model)
+    with pytest.raises(CheckpointError, match=r"odd\.ckpt.*sample_rate must be a positive number of Hz"):
+        Separator.load(path)
