@@ -155,23 +155,61 @@ class AxialBlock(nn.Module):
         return rearrange(x, "(b t) k d -> b t k d", b=b)
 
 
+def _groups(band_widths: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Runs of equal-width bands, low to high: ``[(width, count), ...]`` (a handful, so the per-band maps run as a
+    few batched matrix products instead of one small product per band)."""
+    groups: list[tuple[int, int]] = []
+    for w in band_widths:
+        if groups and groups[-1][0] == w:
+            groups[-1] = (w, groups[-1][1] + 1)
+        else:
+            groups.append((w, 1))
+    return groups
+
+
+class GroupedLinear(nn.Module):
+    """``g`` independent linear maps applied to ``g`` bands at once: ``(..., g, d_in) -> (..., g, d_out)``."""
+
+    def __init__(self, *, groups: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = d_in ** -0.5  # nn.Linear's default initialisation, per band
+        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # g: bands of the group, i: input features, o: output features
+        return torch.einsum("...gi,gio->...go", x, self.weight) + self.bias
+
+
+class GroupedRMSNorm(nn.Module):
+    """RMS norm of each band's features with a gain per band and feature: ``(..., g, d) -> (..., g, d)``."""
+
+    def __init__(self, *, groups: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(groups, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, x.shape[-1:]) * self.weight
+
+
 class BandSplit(nn.Module):
     """Complex spectrogram -> one feature per band and frame: per band, norm and linear map of its bins (real and
     imaginary parts of every channel)."""
 
     def __init__(self, *, band_widths: tuple[int, ...], channels: int, dim: int) -> None:
         super().__init__()
-        self.band_widths = tuple(band_widths)
-        self.proj = nn.ModuleList(nn.Sequential(nn.RMSNorm(w * channels * 2), nn.Linear(w * channels * 2, dim))
-                                  for w in self.band_widths)
+        self.groups = _groups(band_widths)
+        self.norms = nn.ModuleList(GroupedRMSNorm(groups=g, dim=w * channels * 2) for w, g in self.groups)
+        self.projs = nn.ModuleList(GroupedLinear(groups=g, d_in=w * channels * 2, d_out=dim) for w, g in self.groups)
 
     def forward(self, spec: Tensor) -> Tensor:
         """complex ``(b, c, f, t)`` -> ``(b, t, k, d)`` for k bands."""
-        # b: batch, c: channels, f: freq, t: frames, r: real / imaginary, w: bins of one band
+        # b: batch, c: channels, f: freq, t: frames, r: real / imaginary, g: bands of a group, w: bins of a band
         x = rearrange(torch.view_as_real(spec), "b c f t r -> b t f (c r)")
-        bands = x.split(self.band_widths, dim=2)
-        return torch.stack([proj(rearrange(band, "b t w cr -> b t (w cr)")) for proj, band in zip(self.proj, bands)],
-                           dim=2)
+        parts = x.split([w * g for w, g in self.groups], dim=2)
+        out = [proj(norm(rearrange(part, "b t (g w) cr -> b t g (w cr)", g=g)))
+               for (w, g), part, norm, proj in zip(self.groups, parts, self.norms, self.projs)]
+        return torch.cat(out, dim=2)
 
 
 class MaskEstimator(nn.Module):
@@ -181,18 +219,21 @@ class MaskEstimator(nn.Module):
     def __init__(self, *, band_widths: tuple[int, ...], channels: int, dim: int, mult: int) -> None:
         super().__init__()
         self.channels = channels
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.RMSNorm(dim), nn.Linear(dim, dim * mult), nn.Tanh(),
-                          nn.Linear(dim * mult, w * channels * 2 * 2), nn.GLU(dim=-1))
-            for w in band_widths)
+        self.groups = _groups(band_widths)
+        self.norms = nn.ModuleList(GroupedRMSNorm(groups=g, dim=dim) for _, g in self.groups)
+        self.hidden = nn.ModuleList(GroupedLinear(groups=g, d_in=dim, d_out=dim * mult) for _, g in self.groups)
+        self.out = nn.ModuleList(GroupedLinear(groups=g, d_in=dim * mult, d_out=w * channels * 2 * 2)
+                                 for w, g in self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(q, t, k, d)`` -> complex mask ``(q, c, f, t)``."""
-        # q: conditions, t: frames, k: bands, w: bins of a band, c: channels, r: real / imaginary
-        parts = [rearrange(head(x[:, :, i]), "q t (w c r) -> q t w c r", c=self.channels, r=2)
-                 for i, head in enumerate(self.heads)]
-        mask = rearrange(torch.cat(parts, dim=2).float(), "q t f c r -> q c f t r")
-        return torch.view_as_complex(mask.contiguous())
+        # q: conditions, t: frames, k: bands, g: bands of a group, w: bins of a band, c: channels, r: re / im
+        feats = x.split([g for _, g in self.groups], dim=2)
+        parts = []
+        for (w, g), feat, norm, hidden, out in zip(self.groups, feats, self.norms, self.hidden, self.out):
+            y = F.glu(out(torch.tanh(hidden(norm(feat)))), dim=-1)  # (q, t, g, w * c * r)
+            parts.append(rearrange(y, "q t g (w c r) -> q c (g w) t r", c=self.channels, r=2))
+        return torch.view_as_complex(torch.cat(parts, dim=2).float().contiguous())
 
 
 def _film(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
