@@ -1,66 +1,84 @@
 """The training loop: conditioned or dedicated models on identical data, budget and loop.
 
 One run writes ``<out>/<name>/{best.ckpt, last.ckpt, log.csv}`` (``name`` = ``conditioned`` or
-``dedicated-<stem>``). Loss: L1 between the masked mixture magnitude and the target magnitude on the
-model's STFT (Conditioned-U-Net's), plus an optional waveform L1 term. Adam with a warm-up + cosine learning
-rate (a pure function of the step), validation every epoch with a validation SDR (MDX "new SDR" on fixed
-excerpts of the validation songs), early stopping, atomic checkpoints every ``checkpoint_every`` steps and
-at every epoch end. ``resume=True`` continues from ``last.ckpt`` with optimizer, RNG, step and epoch state:
-a kill at any moment loses at most the steps since the last checkpoint. ``overwrite=True`` first deletes the
-old run's checkpoints, log and tensorboard folder, so nothing of it can be mistaken for the new run.
+``dedicated-<stem>``). Loss (:func:`separation_loss`, the one used by training and :func:`validate`): L1 between
+the estimated and the target magnitude on the model's STFT (Conditioned-U-Net's), plus an optional waveform L1
+term. Adam with a warm-up + cosine learning rate (a pure function of the step), validation every epoch with a
+validation SDR (MDX "new SDR" on fixed excerpts of the validation songs), early stopping, atomic checkpoints
+every ``checkpoint_every`` steps and at every epoch end. Optional: gradient accumulation, mixed precision
+(bf16 / fp16 autocast of the network), an exponential moving average (EMA) of the weights, whose validation
+SDR then selects ``best.ckpt`` and which is saved beside the raw weights.
 
-Examples are a pure function of ``(seed, example index)`` (see :mod:`conditioned_sep.data.sampling`), so the
-same seed gives the same losses, and a resumed run draws the examples an uninterrupted one would. The
-dropout noise of step ``s`` on rank ``r`` is seeded from ``(seed, r, s)``, so a resumed run, on every rank,
-also draws the noise an uninterrupted one would (given the same number of processes).
-Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel (gloo on CPU, nccl on GPU);
-rank 0 validates and writes checkpoints. Every check that can refuse a run happens before the first
-collective operation or reaches every rank, so a bad run stops all processes with its error instead of
-leaving them waiting in a barrier.
+Nothing is lost: ``resume=True`` continues from ``last.ckpt`` (weights, EMA, optimizer, step, early stopping),
+so a kill at any moment loses at most the steps since the last checkpoint. Every check that can refuse a run
+(settings, dataset, stems, output folder) comes before ``overwrite=True`` deletes the old run. A diverged run
+(non-finite weights or loss) and a failed write (disk full) stop with a :class:`TrainingError` that keeps the
+last good checkpoint and says what to do.
+
+Examples are a pure function of ``(seed, example index)``, and the indices of optimizer step ``s`` on rank
+``r`` a pure function of ``(s, r)`` (:class:`~conditioned_sep.data.sampling.StepSampler`), drawn by ``DataLoader``
+worker processes; the dropout noise of step ``s`` on rank ``r`` is seeded from ``(seed, r, s)``. So the same seed
+gives the same losses whatever the number of workers, and a resumed run draws the examples and the noise an
+uninterrupted one would (given the same number of processes). Under ``torchrun`` (``WORLD_SIZE > 1``) it trains
+with DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 validates and writes checkpoints, and its
+refusals stop every rank (:mod:`conditioned_sep.distributed`).
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import csv
 import dataclasses
 import importlib.util
 import io
 import math
-import os
-import random
+import re
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from . import distributed
+from .audio import is_silent
 from .checkpoint import load_checkpoint, save_checkpoint
-from .runs import DEFAULT_RUN
 from .data.folder import DatasetError
 from .data.musdb import StemTrack
+from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
-from .data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from .fileio import atomic_write_text
-from .metrics import new_sdr
 from .film import FILM_KINDS, Z_INPUTS
-from .model import FILM_PLACES, PRESETS, ConditionedUNet
+from .metrics import new_sdr
+from .models import FILM_PLACES, PRESETS, ConditionedUNet, SeparationModel
+from .runs import DEFAULT_RUN
 from .stems import STEMS, UnknownStemError
 
 DATASETS = ("default", "folder", "musdb")
 DEFAULT_STEPS = {"tiny": 200, "small": 2000, "full": 100_000}
 """Step budget per model when neither ``steps`` nor ``epochs`` is given (small: a few minutes on 2 cores)."""
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``precision`` -> the dtype the network's forward is autocast to (None: no autocast)."""
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+EMA_WARMUP = 10
+"""The EMA decay of step ``s`` is ``min(ema_decay, (1 + s) / (EMA_WARMUP + s))``: early averages are not
+dominated by the initial weights (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``)."""
 
 
 class TrainingError(ValueError):
-    """A training run that cannot start: bad output folder, nothing to resume, mismatching resume."""
+    """A training run that cannot start or go on: bad settings or output folder, nothing to resume, a mismatching
+    resume, divergence, a failed write."""
 
 
 @dataclass
@@ -69,58 +87,106 @@ class TrainConfig:
 
     Budget: ``steps`` optimizer steps (default :data:`DEFAULT_STEPS` of the preset), or ``epochs`` epochs of
     ``steps_per_epoch`` steps; training also stops early after ``patience`` epochs without a better
-    validation SDR, or after ``time_limit`` seconds. ``batch_size`` is per process.
+    validation SDR, or after ``time_limit`` seconds. One optimizer step takes ``accumulate`` micro-batches of
+    ``batch_size`` examples on each process. ``model_overrides`` are :class:`~conditioned_sep.models.UNetConfig`
+    fields, ``sampling`` :class:`~conditioned_sep.data.sampling.SamplingConfig` fields.
     """
 
-    out: Path = Path("runs")
-    name: str | None = None
-    preset: str = "small"
+    out: Path = field(default=DEFAULT_RUN, metadata={"help": "output folder; each run goes to <out>/<name>"})
+    name: str | None = field(default=None, metadata={"help": "run name (default: conditioned / dedicated-<stem>)"})
+    preset: str = field(default="small", metadata={"help": "model size", "choices": tuple(PRESETS)})
     model_overrides: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
     dataset: str = "default"
     data_root: Path | None = None
-    steps: int | None = None
-    epochs: int | None = None
-    steps_per_epoch: int = 250
-    batch_size: int = 16
-    lr: float = 1e-3
-    lr_final: float = 0.05  # the cosine ends at lr * lr_final
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
-    wave_loss: float = 0.0
-    patience: int = 10
-    checkpoint_every: int = 100
-    valid_seconds: float = 10.0
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    tensorboard: bool = False
-    progress: bool = True
-    device: str = "cpu"
-    time_limit: float | None = None
+    steps: int | None = field(default=None, metadata={
+        "help": f"optimizer steps per model (default per preset: {DEFAULT_STEPS})"})
+    epochs: int | None = field(default=None, metadata={"help": "epochs per model (of --steps-per-epoch steps)"})
+    steps_per_epoch: int = field(default=250, metadata={"help": "optimizer steps between validations"})
+    batch_size: int = field(default=16, metadata={"help": "examples per micro-batch and process"})
+    accumulate: int = field(default=1, metadata={
+        "help": "micro-batches per optimizer step (gradient accumulation: batch_size x accumulate examples per "
+                "step and process, at the memory of one micro-batch)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate of Adam"})
+    lr_final: float = field(default=0.05, metadata={"help": "the cosine decay ends at lr x lr_final"})
+    warmup_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    grad_clip: float = field(default=5.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
+    wave_loss: float = field(default=0.0, metadata={"help": "weight of a waveform L1 term in the loss"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "decay of an exponential moving average of the weights, e.g. 0.999 (0: off); when on, the "
+                "average is validated, selects best.ckpt and is what separation loads"})
+    patience: int = field(default=10, metadata={"help": "early stop after this many epochs without a better "
+                                                        "validation SDR"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between last.ckpt saves"})
+    valid_seconds: float = field(default=10.0, metadata={"help": "seconds of each validation song scored"})
+    seed: int = field(default=0, metadata={"help": "seed of the weights, the examples and the dropout noise"})
+    resume: bool = field(default=False, metadata={"help": "continue from <out>/<name>/last.ckpt"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "start again over an existing run (deleted once every check has passed)"})
+    tensorboard: bool = field(default=False, metadata={"help": "also log to <run>/tensorboard"})
+    progress: bool = field(default=True, metadata={"help": "progress bar"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available, else cpu), cpu or cuda[:N]"})
+    precision: str = field(default="fp32", metadata={
+        "help": "the network's forward in fp32, or autocast to bf16 (CPU or GPU) or fp16 (CUDA only, with loss "
+                "scaling); STFT, ISTFT and the loss stay fp32", "choices": tuple(PRECISIONS)})
+    threads: str | int = field(default="auto", metadata={
+        "help": "torch threads of each process: a number, or auto (torch's default, or $OMP_NUM_THREADS); on a "
+                "shared machine 1 can be several times faster than threads fighting for cores"})
+    workers: int = field(default=1, metadata={
+        "help": "DataLoader worker processes drawing the examples (0: in the training process); the examples "
+                "are the same whatever the number"})
+    time_limit: float | None = field(default=None, metadata={
+        "help": "stop each model after this many seconds (validates and checkpoints first)", "metavar": "SECONDS"})
     sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).expanduser()
         self.data_root = Path(self.data_root).expanduser() if self.data_root is not None else None
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset kind {self.dataset!r}; choose one of {DATASETS}")
+        if isinstance(self.threads, str) and self.threads.isdigit():
+            self.threads = int(self.threads)  # from the command line
         if self.dataset == "folder" and self.data_root is None:
             raise DatasetError("dataset 'folder' needs a root: pass --folder PATH")
-        if self.target is not None:
-            if self.target not in STEMS:
-                raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of {STEMS}")
-        for key in ("steps", "epochs"):
+        if self.target is not None and self.target not in STEMS:
+            raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of {STEMS}")
+        problems = self.problems()
+        if problems:
+            raise TrainingError("invalid training settings: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Everything wrong with the settings (empty when valid), each naming its option."""
+        out = []
+        if self.preset not in PRESETS:
+            out.append(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.dataset not in DATASETS:
+            out.append(f"unknown dataset kind {self.dataset!r}; choose one of {DATASETS}")
+        positive = {"steps": self.steps, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+                    "batch_size": self.batch_size, "accumulate": self.accumulate, "lr": self.lr,
+                    "patience": self.patience, "checkpoint_every": self.checkpoint_every,
+                    "valid_seconds": self.valid_seconds, "time_limit": self.time_limit}
+        for key, value in positive.items():
+            # `not value > 0` also refuses NaN; None means "not set" for the optional ones
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                out.append(f"{key} must be a positive number (--{key.replace('_', '-')}), got {value}")
+        for key in ("warmup_steps", "weight_decay", "grad_clip", "wave_loss", "seed", "workers"):
             value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
-        if self.batch_size <= 0 or self.steps_per_epoch <= 0 or self.checkpoint_every <= 0:
-            raise ValueError("batch_size, steps_per_epoch and checkpoint_every must be positive")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+            if not (value >= 0 and math.isfinite(value)):
+                out.append(f"{key} must be >= 0 (--{key.replace('_', '-')}), got {value}")
+        if not 0 <= self.lr_final <= 1:
+            out.append(f"lr_final must be in [0, 1] (a fraction of --lr), got {self.lr_final}")
+        if not 0 <= self.ema_decay < 1:
+            out.append(f"ema_decay must be in [0, 1) (0: no moving average; e.g. 0.999), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            out.append(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        elif self.precision == "fp16" and self.device == "cpu":
+            out.append("precision fp16 needs a CUDA device (its loss scaling is CUDA's); use --precision bf16 on CPU")
+        if not _DEVICE.fullmatch(self.device):
+            out.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not (self.threads == "auto" or (isinstance(self.threads, int) and self.threads > 0)):
+            out.append(f"threads must be auto or a positive number (--threads), got {self.threads!r}")
+        if self.resume and self.overwrite:
+            out.append("--resume continues a run and --overwrite deletes it: pass one of them")
+        return out
 
     @property
     def run_name(self) -> str:
@@ -144,27 +210,8 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Data and model
+# Model, loss, validation
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _dataset_tracks(config: TrainConfig) -> tuple[list, list, str]:
-    """(train tracks, validation tracks, description). Raises DatasetError before any training."""
-    spec = _rank0_first(lambda: prepare(DatasetSpec(config.dataset, config.data_root), progress=config.progress))
-    train, valid = split_tracks(spec, "train"), split_tracks(spec, "valid")
-    if not has_own_valid_split(spec):
-        print(f"note: {spec.root} has no valid/ split; holding out {len(valid)} training track(s) for validation")
-    if isinstance(train[0], StemTrack):
-        print("warning: training on MUSDB18 .stem.mp4 decodes audio with ffmpeg on every example, which is "
-              "slow; decode once with `python -m conditioned_sep.data.musdb decode ROOT OUT` and train on OUT")
-    return train, valid, spec.describe()
-
-
-def _check_rates(tracks: Sequence, rate: int) -> None:
-    bad = [t.name for t in tracks if t.sample_rate != rate]
-    if bad:
-        raise DatasetError(f"{len(bad)} track(s) are not at the model's {rate} Hz (e.g. {bad[0]!r}); "
-                           f"resample the stems to {rate} Hz first")
 
 
 def build_model(config: TrainConfig) -> ConditionedUNet:
@@ -185,28 +232,38 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def spectral_loss(model: nn.Module, core: ConditionedUNet, mixture: Tensor, target: Tensor, z: Tensor | None,
-                  *, wave_weight: float = 0.0) -> Tensor:
-    """L1 between ``mask * |X|`` and ``|S|`` (+ ``wave_weight`` x waveform L1). Audio ``(b, c, samples)``."""
-    # b: batch, c: channels, f: freq, t: frames
-    spec_mix = core.stft(mixture)
-    spec_tgt = core.stft(target)
-    est = model(spec_mix, z)
-    loss = (est.abs() - spec_tgt.abs()).abs().mean()
+def separation_loss(net: nn.Module, mixture: Tensor, target: Tensor, z: Tensor | None, *, wave_weight: float = 0.0,
+                    precision: str = "fp32") -> tuple[Tensor, Tensor]:
+    """``(loss, estimates)``: the training loss and the complex estimates ``(q, c, f, t)`` it scored.
+
+    Audio ``mixture (b, c, samples)`` and ``target (q, c, samples)``, ``z (q, n_stems)`` or None (dedicated model;
+    ``b = 1`` serves q conditions). Loss: L1 between ``|estimate|`` and ``|target|`` on the model's STFT, plus
+    ``wave_weight`` x L1 between the estimate's ISTFT and ``target``. ``net`` may be a DistributedDataParallel
+    wrapper: the forward goes through it (so gradients synchronise), the STFT / ISTFT come from the model inside.
+    Only the network's forward is autocast to ``precision``: STFT, ISTFT, complex products and the loss are fp32.
+    """
+    # b: batch, q: conditions, c: channels, f: freq, t: frames
+    model = distributed.unwrap(net)
+    spec = model.stft(mixture)  # (b, c, f, t) complex64
+    dtype = PRECISIONS[precision]
+    with torch.autocast(mixture.device.type, dtype=dtype) if dtype is not None else nullcontext():
+        est = net(spec, z)  # (q, c, f, t)
+    est = est.to(spec.dtype)
+    loss = (est.abs() - model.stft(target).abs()).abs().mean()
     if wave_weight > 0:
-        estimate = core.istft(est, length=mixture.shape[-1])
-        loss = loss + wave_weight * (estimate - target).abs().mean()
-    return loss
+        loss = loss + wave_weight * (model.istft(est, length=mixture.shape[-1]) - target).abs().mean()
+    return loss, est
 
 
 @torch.no_grad()
-def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]], *, device: str = "cpu",
-             silence_db: float = -50.0) -> dict[str, float]:
-    """Validation loss and SDR (dB) per stem the model answers, on ``(name, (n_stems, c, samples))`` excerpts.
+def validate(model: SeparationModel, excerpts: Sequence[tuple[str, np.ndarray]], *, device: str | torch.device = "cpu",
+             wave_weight: float = 0.0) -> dict[str, float]:
+    """Validation loss (:func:`separation_loss`) and SDR (dB) per stem the model answers, on ``(name, (n_stems, c,
+    samples))`` excerpts.
 
-    SDR per stem (``sdr_<stem>``): mean over excerpts whose reference is not silent. ``sdr`` is the mean over
-    stems; ``mixture_sdr`` and ``mixture_sdr_<stem>`` the same scores for the mixture used as the estimate (the
-    baseline to beat, per stem).
+    SDR per stem (``sdr_<stem>``): mean over excerpts whose reference is not silent
+    (:func:`~conditioned_sep.audio.is_silent`). ``sdr`` is the mean over stems; ``mixture_sdr`` and
+    ``mixture_sdr_<stem>`` the same scores for the mixture used as the estimate (the baseline to beat, per stem).
     """
     model.eval()
     stems = model.stems if model.is_conditioned else (model.config.target,)
@@ -218,15 +275,13 @@ def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]],
     for _, sources in excerpts:
         refs = sources[idx]  # (k, c, n)
         mixture = torch.from_numpy(sources.sum(0))[None].to(device)  # (1, c, n)
-        spec = model.stft(mixture)  # (1, c, f, t)
-        est = model(spec, z)  # (k, c, f, t)
-        target_mag = model.stft(torch.from_numpy(refs).to(device)).abs()
-        losses.append(float((est.abs() - target_mag).abs().mean()))
+        loss, est = separation_loss(model, mixture, torch.from_numpy(refs).to(device), z, wave_weight=wave_weight)
+        losses.append(float(loss))
         estimates = model.istft(est, length=mixture.shape[-1]).cpu().numpy()
         sdr = new_sdr(refs, estimates)
         mix_sdr = new_sdr(refs, np.broadcast_to(sources.sum(0), refs.shape))
         for k, stem in enumerate(stems):
-            if 10 * np.log10(np.mean(refs[k].astype(np.float64) ** 2) + 1e-20) > silence_db:
+            if not is_silent(refs[k]):
                 scores[stem].append(float(sdr[k]))
                 base[stem].append(float(mix_sdr[k]))
     per_stem = {s: float(np.mean(v)) if v else float("nan") for s, v in scores.items()}
@@ -239,59 +294,80 @@ def validate(model: ConditionedUNet, excerpts: Sequence[tuple[str, np.ndarray]],
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Distributed helpers
+# Pieces of a run: early stopping, weight average, state, devices, files
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` validations in a row without a higher score (open-unmix's ``utils.EarlyStopping``).
+    Plain data: saved in ``last.ckpt`` as ``dataclasses.asdict``."""
 
+    patience: int
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
 
-def _init_distributed(device: str) -> bool:
-    """Start the process group under torchrun (``WORLD_SIZE > 1``); True when this call started it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+    def update(self, score: float, *, epoch: int) -> bool:
+        """Record one validation score; True when it is the best so far (NaN never is)."""
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
         return False
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend)
-    return True
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
 
 
-def _broadcast_flag(flag: bool) -> bool:
-    """Rank 0's ``flag`` on every rank (a collective: every rank must call it)."""
-    rank, world = _world()
-    if world == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+class WeightAverage:
+    """Exponential moving average of a model's weights (parameters and floating-point buffers such as batch-norm
+    statistics; integer buffers are copied), kept in ``module``, a copy of the model in eval mode.
+
+    ``update(model, step=s)`` after optimizer step ``s`` (0-based) moves it by ``1 - decay_s`` with ``decay_s =
+    min(decay, (1 + s) / (EMA_WARMUP + s))``: a pure function of the step, so a resumed run averages as an
+    uninterrupted one.
+    """
+
+    def __init__(self, model: nn.Module, *, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, *, step: int) -> None:
+        weight = 1 - min(self.decay, (1 + step) / (EMA_WARMUP + step))
+        # state_dict() tensors share storage with the module: updating them in place updates the average
+        for avg, new in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(new, weight)
+            else:
+                avg.copy_(new)
 
 
-def _on_rank0(fn):
-    """``fn()`` on rank 0 only (None on the others). When it raises, every rank raises: rank 0 its error, the
-    others a :class:`TrainingError` pointing to it, so no process is left waiting in a later collective."""
-    rank, world = _world()
-    if world == 1:
-        return fn()
-    result, error = None, None
-    if rank == 0:
-        try:
-            result = fn()
-        except Exception as err:  # re-raised below, after the other ranks learnt of it
-            error = err
-    if _broadcast_flag(error is not None):
-        if error is not None:
-            raise error
-        raise TrainingError("rank 0 stopped the run before training (its error is printed above)")
-    return result
+@dataclass
+class _State:
+    """What a resumed run needs besides weights, average, optimizer and early stopping (plain data)."""
+
+    step: int = 0
+    epoch: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+    stopped: str = ""
+    run_loss: float = 0.0  # sum and count of training losses since the last validation
+    run_n: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _rank0_first(fn):
-    """Run ``fn`` on rank 0 first (e.g. generating data), then on the other ranks."""
-    rank, _ = _world()
-    result = _on_rank0(fn)
-    return result if rank == 0 else fn()
+def _restore(extra: dict[str, Any], *, patience: int) -> tuple[_State, EarlyStopping]:
+    """State and early stopping from a ``last.ckpt``'s extra. Runs saved before early stopping had its own entry
+    kept its fields in the state; their ``rng`` entry is ignored (examples and noise are seeded per step)."""
+    state = dict(extra["state"])
+    legacy = {"best": state.pop("best_sdr", -math.inf), "best_epoch": state.pop("best_epoch", 0),
+              "bad_epochs": state.pop("bad_epochs", 0)}
+    early = dict(extra.get("early_stopping", legacy))
+    early["patience"] = patience  # this run's patience, which may differ from the interrupted one's
+    return _State(**state), EarlyStopping(**early)
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -299,26 +375,52 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0])
 
 
-# --------------------------------------------------------------------------------------------------------------
-# State: RNG, checkpoints, log
-# --------------------------------------------------------------------------------------------------------------
+def resolve_device(config: TrainConfig) -> torch.device:
+    """The device of this process: ``auto`` is CUDA when available, else CPU; under torchrun a plain ``cuda``
+    (or ``auto``) is ``cuda:<LOCAL_RANK>``. Raises :class:`TrainingError` for a device or precision this machine
+    lacks."""
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device {config.device!r} asked for, but CUDA is not available (torch "
+                                f"{torch.__version__}); use --device cpu or auto")
+        if name == "cuda" and distributed.world()[1] > 1:
+            name = f"cuda:{distributed.local_rank()}"
+    device = torch.device(name)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise TrainingError(f"precision fp16 needs a CUDA device (device {config.device!r} is {device}); use "
+                            "--precision bf16 on CPU, or fp32")
+    if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainingError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --precision fp16")
+    return device
 
 
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, py_state, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": {"version": int(version), "state": list(py_state), "gauss": gauss}}
+def apply_threads(threads: str | int) -> None:
+    """Set this process's torch threads (intra- and inter-op); ``auto`` leaves torch's own choice."""
+    if threads == "auto":
+        return
+    torch.set_num_threads(int(threads))
+    if torch.get_num_interop_threads() != threads:
+        try:
+            torch.set_num_interop_threads(int(threads))
+        except RuntimeError:  # torch fixes them at the first inter-op work of a process; training barely uses them
+            warnings.warn(f"inter-op threads stay at {torch.get_num_interop_threads()} (torch fixes them once per "
+                          "process)", RuntimeWarning, stacklevel=2)
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers draw examples with numpy: torch threads of their own would compete with training's."""
+    torch.set_num_threads(1)
+
+
+def _first_non_finite(module: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or Inf, else None."""
+    for name, value in module.state_dict().items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            return name
+    return None
 
 
 def _check_writable(folder: Path) -> None:
@@ -340,226 +442,375 @@ def _clear_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir / "tensorboard")
 
 
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
+def _log_text(rows: list[dict[str, Any]]) -> str:
     fields = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-@dataclass
-class _State:
-    step: int = 0
-    epoch: int = 0
-    best_sdr: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    examples: int = 0
-    seconds: float = 0.0
-    stopped: str = ""
-    run_loss: float = 0.0  # sum and count of training losses since the last validation
-    run_n: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
+def _dataset_tracks(config: TrainConfig, *, rank: int) -> tuple[list, list, str]:
+    """(train tracks, validation tracks, description). Raises DatasetError before any training."""
+    spec = distributed.rank0_first(
+        lambda: prepare(DatasetSpec(config.dataset, config.data_root), progress=config.progress))
+    train, valid = split_tracks(spec, "train"), split_tracks(spec, "valid")
+    if rank == 0 and not has_own_valid_split(spec):
+        print(f"note: {spec.root} has no valid/ split; holding out {len(valid)} training track(s) for validation")
+    if rank == 0 and isinstance(train[0], StemTrack):
+        print("warning: training on MUSDB18 .stem.mp4 decodes audio with ffmpeg on every example, which is "
+              "slow; decode once with `python -m conditioned_sep.data.musdb decode ROOT OUT` and train on OUT")
+    return train, valid, spec.describe()
 
 
-def _summary(config: TrainConfig, state: _State, data: str, last_valid: dict[str, float] | None) -> dict[str, Any]:
-    return {"kind": "conditioned" if config.target is None else "dedicated", "target": config.target,
-            "run": config.run_name, "preset": config.preset, "data": data, "seed": config.seed,
-            "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
-            "examples": state.examples, "seconds": round(state.seconds, 1),
-            "best_valid_sdr": state.best_sdr if math.isfinite(state.best_sdr) else None,
-            "best_epoch": state.best_epoch, "stopped": state.stopped,
-            "valid": dict(last_valid or {}), "config": config.to_dict()}
+def _check_rates(tracks: Sequence, rate: int) -> None:
+    bad = [t.name for t in tracks if t.sample_rate != rate]
+    if bad:
+        raise DatasetError(f"{len(bad)} track(s) are not at the model's {rate} Hz (e.g. {bad[0]!r}); "
+                           f"resample the stems to {rate} Hz first")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The loop
+# The trainer
 # --------------------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run as ``config`` says (demucs' ``Solver``): ``Trainer(config).fit()`` -> best checkpoint.
+
+    :meth:`setup` checks everything that can refuse the run, then (``overwrite``) deletes the old one, builds the
+    model, optimizer, weight average and data loader, and (``resume``) restores ``last.ckpt``; :meth:`fit` runs
+    :meth:`train_step` per optimizer step, :meth:`end_epoch` (validation, log, best checkpoint, early stopping)
+    at every epoch end and :meth:`save_last` every ``checkpoint_every`` steps. Under torchrun every rank runs it;
+    rank 0 validates and writes files.
+    """
+
+    # built by setup()
+    device: torch.device
+    model: SeparationModel
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: DataLoader
+    excerpts: list[tuple[str, np.ndarray]]
+    data_desc: str
+    t_start: float
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.rank, self.world = distributed.world()
+        run = config.run_dir
+        self.last_path, self.best_path, self.log_path = run / "last.ckpt", run / "best.ckpt", run / "log.csv"
+        self.state = _State()
+        self.stopper = EarlyStopping(patience=config.patience)
+        self.saved_step: int | None = None  # the step of the last good last.ckpt (None: none yet)
+        self.bar: tqdm | None = None
+        self.writer: Any = None
+        self.ema: WeightAverage | None = None
+
+    # ---- setup ------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Checks, then the old run cleared (``overwrite``), model, optimizer, average, data; resume."""
+        config = self.config
+        apply_threads(config.threads)
+        self.device = resolve_device(config)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # nccl collectives run on the current device: this rank's
+        self._check_run_folder()
+        self.model = build_model(config)
+        data_desc, examples = self._load_data()
+        # every check that can refuse the run has passed: only now may an old run be deleted
+        if config.overwrite:
+            distributed.on_rank0(lambda: _clear_run(config.run_dir))
+        self.data_desc = data_desc
+        self._build(examples)
+        if self.rank == 0:
+            self._open_outputs()
+
+    def _build(self, examples: TrainingExamples) -> None:
+        """Optimizer, loss scaler, resumed state, weight average, DDP wrapper and the data loader."""
+        config = self.config
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        if config.resume:
+            self.resume()
+        if config.ema_decay > 0 and self.rank == 0:  # only rank 0 validates and saves it
+            self.ema = WeightAverage(self.model, decay=config.ema_decay)
+            if config.resume:
+                self._resume_average()
+        self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+        sampler = StepSampler(per_step=config.batch_size * config.accumulate, start=self.state.step,
+                              stop=config.total_steps, rank=self.rank, world=self.world)
+        self.loader = DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=config.workers,
+                                 worker_init_fn=_worker_init if config.workers else None,
+                                 pin_memory=self.device.type == "cuda")
+
+    def _check_run_folder(self) -> None:
+        # on every rank, before any collective: one rank refusing alone would leave the others in a barrier
+        config = self.config
+        _check_writable(config.run_dir)
+        if not config.resume and self.last_path.exists() and not config.overwrite:
+            raise TrainingError(f"{config.run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
+                                "--overwrite to start again, or another --out / --name")
+        if config.resume and not self.last_path.exists():
+            raise TrainingError(f"nothing to resume: {self.last_path} does not exist; drop --resume to start a new "
+                                "run")
+        if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
+
+    def _load_data(self) -> tuple[str, TrainingExamples]:
+        """Tracks, stem bank, examples and (rank 0) validation excerpts; raises DatasetError for unusable data."""
+        config, cfg = self.config, self.model.config
+        train_tracks, valid_tracks, data_desc = _dataset_tracks(config, rank=self.rank)
+        _check_rates(train_tracks + valid_tracks, cfg.sample_rate)
+        segment = (cfg.segment_frames - 1) * cfg.hop_length
+        sampling = SamplingConfig(segment=segment, stems=cfg.stems, target=config.target, **config.sampling)
+        bank = StemBank(train_tracks, stems=cfg.stems, channels=cfg.audio_channels)
+        examples = TrainingExamples(bank, sampling, seed=config.seed,
+                                    epoch_size=config.steps_per_epoch * config.batch_size * config.accumulate)
+
+        def load_excerpts() -> list[tuple[str, np.ndarray]]:
+            out = validation_excerpts(valid_tracks, stems=cfg.stems, seconds=config.valid_seconds,
+                                      channels=cfg.audio_channels)
+            if config.target is not None and all(is_silent(x[cfg.stems.index(config.target)]) for _, x in out):
+                raise DatasetError(f"no validation track holds the stem {config.target!r}; add one to the "
+                                   "validation split or train another stem")
+            return out
+
+        self.excerpts = distributed.on_rank0(load_excerpts) or []  # only rank 0 validates
+        return data_desc, examples
+
+    def resume(self) -> None:
+        """Weights, optimizer, loss scale, step, log and early stopping from ``last.ckpt``."""
+        saved, meta = load_checkpoint(self.last_path, map_location=self.device, weights="raw")
+        if saved.config.to_dict() != self.model.config.to_dict():
+            raise TrainingError(f"{self.last_path} was trained with another model config (preset / target / "
+                                "overrides); resume with the same arguments, or start a new run with another --out")
+        self.model.load_state_dict(saved.state_dict())
+        extra = meta["extra"]
+        self.optimizer.load_state_dict(extra["optimizer"])
+        if self.scaler.is_enabled() and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        self.state, self.stopper = _restore(extra, patience=self.config.patience)
+        self.saved_step = self.state.step
+
+    def _resume_average(self) -> None:
+        # a run that had no average starts it at the resumed weights (WeightAverage's copy)
+        averaged, meta = load_checkpoint(self.last_path, map_location=self.device, weights="auto")
+        if meta["weights"] == "ema":
+            self.ema.module.load_state_dict(averaged.state_dict())
+
+    def _open_outputs(self) -> None:
+        config = self.config
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(config.run_dir / "tensorboard"), purge_step=self.state.step or None)
+        if config.progress:
+            self.bar = tqdm(total=config.total_steps, initial=self.state.step, desc=config.run_name, unit="step",
+                            dynamic_ncols=True)
+
+    # ---- steps ------------------------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, Tensor]) -> float:
+        """One optimizer step on this rank's ``batch`` (``accumulate x batch_size`` examples, split into
+        micro-batches); returns its loss (mean over micro-batches; this rank's)."""
+        config, step = self.config, self.state.step
+        self.net.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        torch.manual_seed(_step_seed(config.seed, self.rank, step))  # resumable dropout noise, per rank
+        self.optimizer.zero_grad(set_to_none=True)
+        micro = {key: value.split(config.batch_size) for key, value in batch.items()}
+        total = 0.0
+        for m in range(config.accumulate):
+            last = m == config.accumulate - 1
+            # DDP averages gradients over the ranks once per optimizer step, at the last micro-batch
+            with self.net.no_sync() if self.world > 1 and not last else nullcontext():
+                mixture = micro["mixture"][m].to(self.device, non_blocking=True)
+                target = micro["target"][m].to(self.device, non_blocking=True)
+                z = micro["z"][m].to(self.device, non_blocking=True) if self.model.is_conditioned else None
+                loss, _ = separation_loss(self.net, mixture, target, z, wave_weight=config.wave_loss,
+                                          precision=config.precision)
+                self.scaler.scale(loss / config.accumulate).backward()
+            total += float(loss.detach())
+        if config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
+        self.state.step += 1
+        self.state.examples += config.batch_size * config.accumulate * self.world
+        return total / config.accumulate
+
+    def _diverged(self, what: str) -> TrainingError:
+        kept = (f"the last good checkpoint ({self.last_path}, step {self.saved_step}) is kept: --resume with a "
+                "lower --lr continues from it" if self.saved_step is not None else "no checkpoint was written")
+        return TrainingError(f"diverged at step {self.state.step}: {what}; lower --lr (now {self.config.lr:g}) and "
+                             f"start again with --overwrite; {kept}")
+
+    def _write_failed(self, path: Path, err: OSError) -> TrainingError:
+        resume = (f"then --resume continues from the last checkpoint (step {self.saved_step})"
+                  if self.saved_step is not None else "then start again (no checkpoint was written yet)")
+        return TrainingError(f"cannot write {path} at step {self.state.step} ({err.strerror or err}): free space on "
+                             f"the disk of {path.parent} (or pass another --out); {resume}")
+
+    # ---- files ------------------------------------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, Any]:
+        config, state, stopper = self.config, self.state, self.stopper
+        return {"kind": "conditioned" if config.target is None else "dedicated", "target": config.target,
+                "run": config.run_name, "preset": config.preset, "data": self.data_desc, "seed": config.seed,
+                "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
+                "examples": state.examples, "seconds": round(state.seconds, 1),
+                "best_valid_sdr": stopper.best if math.isfinite(stopper.best) else None,
+                "best_epoch": stopper.best_epoch, "stopped": state.stopped,
+                "weights_validated": "ema" if self.ema is not None else "raw",
+                "valid": dict(state.rows[-1] if state.rows else {}), "config": config.to_dict()}
+
+    def save(self, path: Path, *, extra: dict[str, Any] | None = None) -> None:
+        """Write a checkpoint of the model (and its average) to ``path``, refusing non-finite weights."""
+        checked = {"weight": self.model, **({"averaged weight": self.ema.module} if self.ema is not None else {})}
+        for kind, module in checked.items():
+            bad = _first_non_finite(module)
+            if bad is not None:
+                raise self._diverged(f"non-finite values in the {kind} {bad!r}")
+        try:
+            save_checkpoint(path, self.model, training=self._summary(), extra=extra,
+                            ema_state=self.ema.module.state_dict() if self.ema is not None else None)
+        except OSError as err:
+            raise self._write_failed(path, err) from err
+
+    def save_last(self) -> None:
+        """``last.ckpt``: everything :meth:`resume` needs (rank 0)."""
+        self.state.seconds = time.perf_counter() - self.t_start
+        extra = {"optimizer": self.optimizer.state_dict(), "state": dataclasses.asdict(self.state),
+                 "early_stopping": dataclasses.asdict(self.stopper), "scaler": self.scaler.state_dict()}
+        self.save(self.last_path, extra=extra)
+        self.saved_step = self.state.step
+
+    def _write_log(self) -> None:
+        try:
+            atomic_write_text(self.log_path, _log_text(self.state.rows))
+        except OSError as err:
+            raise self._write_failed(self.log_path, err) from err
+
+    # ---- epochs -----------------------------------------------------------------------------------------------
+
+    def end_epoch(self, *, timed_out: bool) -> None:
+        """Validate (rank 0), log, save ``best.ckpt`` on a better SDR, and decide whether to stop (every rank)."""
+        state = self.state
+        stopped = distributed.on_rank0(lambda: self._validate_and_log(timed_out=timed_out))
+        if distributed.broadcast_flag(bool(stopped)):
+            state.stopped = stopped or "stopped by rank 0"
+
+    def _validate_and_log(self, *, timed_out: bool) -> str:
+        config, state = self.config, self.state
+        model = self.ema.module if self.ema is not None else self.model
+        result = validate(model, self.excerpts, device=self.device, wave_weight=config.wave_loss)
+        elapsed = time.perf_counter() - self.t_start
+        row = {"epoch": state.epoch, "step": state.step, "examples": state.examples, "seconds": round(elapsed, 1),
+               "lr": lr_at(state.step - 1, config), "train_loss": state.run_loss / max(1, state.run_n),
+               **{f"valid_{k}": v for k, v in result.items()}}
+        state.run_loss, state.run_n = 0.0, 0
+        improved = self.stopper.update(result["sdr"], epoch=state.epoch)
+        row["best"] = int(improved)
+        state.rows.append(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key.startswith("valid_") or key == "lr":
+                    self.writer.add_scalar(key.replace("valid_", "valid/"), value, state.step)
+            self.writer.flush()
+        if self.bar is not None:
+            self.bar.write(f"epoch {state.epoch} step {state.step}: train loss {row['train_loss']:.4f}, valid loss "
+                           f"{result['loss']:.4f}, valid SDR {result['sdr']:.2f} dB (mixture "
+                           f"{result['mixture_sdr']:.2f} dB){' *' if improved else ''}")
+        if improved:
+            state.seconds = elapsed
+            self.save(self.best_path)
+        self._write_log()
+        if self.stopper.should_stop:
+            return f"early stop: no better validation SDR for {config.patience} epochs"
+        return f"time limit of {config.time_limit} s reached" if timed_out else ""
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+
+    def fit(self) -> Path:
+        """Set up, train to the budget (or early stop / time limit), return the best checkpoint's path."""
+        threads = torch.get_num_threads()
+        try:
+            self.setup()
+            return self._loop()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+            torch.set_num_threads(threads)  # train() leaves the caller's thread count as it found it
+
+    def _loop(self) -> Path:
+        config, state = self.config, self.state
+        total = config.total_steps
+        self.t_start = time.perf_counter() - state.seconds
+        window_t, window_ex = time.perf_counter(), 0
+        batches = self.loader if state.step < total and not state.stopped else []  # a finished run starts no worker
+        for batch in batches:
+            loss = self.train_step(batch)
+            timed_out = config.time_limit is not None and time.perf_counter() - self.t_start > config.time_limit
+            # one collective per step: the mean loss over the ranks, and whether any rank ran out of time
+            loss_sum, n_timed_out = distributed.all_reduce_sum([loss, float(timed_out)])
+            loss, timed_out = loss_sum / self.world, n_timed_out > 0
+            if not math.isfinite(loss):
+                raise self._diverged(f"the training loss is {loss}")
+            state.run_loss, state.run_n = state.run_loss + loss, state.run_n + 1
+            if self.bar is not None:
+                window_ex += config.batch_size * config.accumulate * self.world
+                now = time.perf_counter()
+                self.bar.update(1)
+                if now - window_t > 1.0:
+                    self.bar.set_postfix(loss=f"{state.run_loss / state.run_n:.4f}",
+                                         ex_s=f"{window_ex / (now - window_t):.0f}")
+                    window_t, window_ex = now, 0
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, state.step)
+            epoch_end = state.step % config.steps_per_epoch == 0 or state.step == total
+            if epoch_end or timed_out:
+                state.epoch += int(epoch_end)
+                self.end_epoch(timed_out=timed_out)
+            if epoch_end or state.step % config.checkpoint_every == 0 or state.stopped or state.step >= total:
+                distributed.on_rank0(self.save_last)
+            if state.stopped:
+                break
+        distributed.on_rank0(self._ensure_best)
+        distributed.barrier()
+        return self.best_path
+
+    def _ensure_best(self) -> None:
+        # e.g. a resumed run that had already finished: keep the contract of returning a checkpoint
+        if not self.best_path.exists():
+            self.save(self.best_path)
 
 
 def train(config: TrainConfig) -> Path:
     """Train one model as ``config`` says and return the path of its best checkpoint.
 
     Raises :class:`~conditioned_sep.data.folder.DatasetError` or :class:`TrainingError` (both ValueError)
-    before any training step for a missing or empty dataset, a stem the data lacks, an output folder that
-    cannot be written, an existing run without ``resume`` / ``overwrite``, or nothing to resume.
+    before any training step, and before ``overwrite`` deletes anything, for bad settings, a missing or empty
+    dataset, a stem the data lacks, an output folder that cannot be written, an existing run without ``resume``
+    / ``overwrite``, or nothing to resume; and :class:`TrainingError` during training when it diverges or a
+    checkpoint cannot be written (the last good checkpoint is kept).
     """
-    started_dist = _init_distributed(config.device)
+    started = distributed.init(resolve_device(config).type)
     try:
-        return _train(config)
+        return Trainer(config).fit()
     finally:
-        if started_dist:
-            dist.destroy_process_group()
-
-
-def _train(config: TrainConfig) -> Path:
-    rank, world = _world()
-    run_dir = config.run_dir
-    last_path, best_path, log_path = run_dir / "last.ckpt", run_dir / "best.ckpt", run_dir / "log.csv"
-    device = config.device
-    # these checks run on every rank before any collective: one rank refusing alone would leave the others
-    # waiting in a barrier until the process group times out
-    _check_writable(run_dir)
-    if not config.resume and last_path.exists() and not config.overwrite:
-        raise TrainingError(f"{run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
-                            "--overwrite to start again, or another --out / --name")
-    if config.resume and not last_path.exists():
-        raise TrainingError(f"nothing to resume: {last_path} does not exist; drop --resume to start a new run")
-    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    if config.overwrite and not config.resume:
-        _on_rank0(lambda: _clear_run(run_dir))
-
-    model = build_model(config)
-    cfg = model.config
-    train_tracks, valid_tracks, data_desc = _dataset_tracks(config)
-    _check_rates(train_tracks + valid_tracks, cfg.sample_rate)
-    segment = (cfg.segment_frames - 1) * cfg.hop_length
-    sampling = SamplingConfig(segment=segment, stems=cfg.stems, target=config.target, **config.sampling)
-    bank = StemBank(train_tracks, stems=cfg.stems, channels=cfg.audio_channels)
-    examples = TrainingExamples(bank, sampling, seed=config.seed, epoch_size=config.steps_per_epoch * config.batch_size)
-
-    def load_excerpts() -> list[tuple[str, np.ndarray]]:
-        out = validation_excerpts(valid_tracks, stems=cfg.stems, seconds=config.valid_seconds,
-                                  channels=cfg.audio_channels)
-        if config.target is not None and not any(np.abs(x[cfg.stems.index(config.target)]).max() > 0
-                                                 for _, x in out):
-            raise DatasetError(f"no validation track holds the stem {config.target!r}; add one to the "
-                               "validation split or train another stem")
-        return out
-
-    excerpts = _on_rank0(load_excerpts) or []  # only rank 0 validates
-
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = _State()
-    if config.resume:
-        saved, meta = load_checkpoint(last_path, map_location=device)
-        if saved.config.to_dict() != cfg.to_dict():
-            raise TrainingError(f"{last_path} was trained with another model config (preset / target / overrides); "
-                                "resume with the same arguments, or start a new run with another --out")
-        model.load_state_dict(saved.state_dict())
-        extra = meta["extra"]
-        optimizer.load_state_dict(extra["optimizer"])
-        state = _State(**extra["state"])
-        _set_rng_state(extra["rng"])
-    ddp = world > 1
-    net: nn.Module = nn.parallel.DistributedDataParallel(model) if ddp else model
-
-    writer = None
-    if config.tensorboard and rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard") from err
-        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=state.step or None)
-
-    total = config.total_steps
-    bar = None
-    if config.progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=state.step, desc=config.run_name, unit="step", dynamic_ncols=True)
-    last_valid: dict[str, float] | None = state.rows[-1] if state.rows else None
-    t_start = time.perf_counter() - state.seconds
-    window_t, window_ex = time.perf_counter(), 0
-
-    def save_last() -> None:
-        state.seconds = time.perf_counter() - t_start
-        extra = {"optimizer": optimizer.state_dict(), "rng": _rng_state(), "state": dataclasses.asdict(state)}
-        save_checkpoint(last_path, model, training=_summary(config, state, data_desc, last_valid), extra=extra)
-
-    while state.step < total and not state.stopped:
-        model.train()
-        per_step = config.batch_size * world
-        first = state.step * per_step + rank * config.batch_size
-        batch = examples.batch(range(first, first + config.batch_size))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step, config)
-        torch.manual_seed(_step_seed(config.seed, rank, state.step))  # resumable dropout noise, per rank
-        mixture, target = batch["mixture"].to(device), batch["target"].to(device)
-        z = batch["z"].to(device) if model.is_conditioned else None
-        loss = spectral_loss(net, model, mixture, target, z, wave_weight=config.wave_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        state.step += 1
-        state.examples += per_step
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"training loss became {loss_value} at step {state.step}; lower --lr")
-        state.run_loss, state.run_n = state.run_loss + loss_value, state.run_n + 1
-        window_ex += per_step
-        if bar is not None:
-            now = time.perf_counter()
-            bar.update(1)
-            if now - window_t > 1.0:
-                bar.set_postfix(loss=f"{state.run_loss / max(1, state.run_n):.4f}", ex_s=f"{window_ex / (now - window_t):.0f}")
-                window_t, window_ex = now, 0
-        if writer is not None:
-            writer.add_scalar("train/loss", loss_value, state.step)
-
-        epoch_end = state.step % config.steps_per_epoch == 0 or state.step == total
-        timed_out = config.time_limit is not None and time.perf_counter() - t_start > config.time_limit
-        timed_out = _broadcast_flag(timed_out)
-        if epoch_end or timed_out:
-            state.epoch += 1 if epoch_end else 0
-            stop = False
-            if rank == 0:
-                result = validate(model, excerpts, device=device)
-                elapsed = time.perf_counter() - t_start
-                row = {"epoch": state.epoch, "step": state.step, "examples": state.examples,
-                       "seconds": round(elapsed, 1), "lr": lr_at(state.step - 1, config),
-                       "train_loss": state.run_loss / max(1, state.run_n),
-                       **{f"valid_{k}": v for k, v in result.items()}}
-                state.run_loss, state.run_n = 0.0, 0
-                improved = result["sdr"] > state.best_sdr
-                if improved:
-                    state.best_sdr, state.best_epoch, state.bad_epochs = result["sdr"], state.epoch, 0
-                else:
-                    state.bad_epochs += 1
-                row["best"] = int(improved)
-                state.rows.append(row)
-                last_valid = row
-                if writer is not None:
-                    for key, value in row.items():
-                        if key.startswith("valid_") or key == "lr":
-                            writer.add_scalar(key.replace("valid_", "valid/"), value, state.step)
-                    writer.flush()
-                if bar is not None:
-                    bar.write(f"epoch {state.epoch} step {state.step}: train loss {row['train_loss']:.4f}, valid "
-                              f"loss {result['loss']:.4f}, valid SDR {result['sdr']:.2f} dB (mixture "
-                              f"{result['mixture_sdr']:.2f} dB){' *' if improved else ''}")
-                if improved:
-                    state.seconds = elapsed
-                    save_checkpoint(best_path, model, training=_summary(config, state, data_desc, row))
-                if state.bad_epochs >= config.patience:
-                    state.stopped = f"early stop: no better validation SDR for {config.patience} epochs"
-                elif timed_out:
-                    state.stopped = f"time limit of {config.time_limit} s reached"
-                stop = bool(state.stopped)
-                _write_log(log_path, state.rows)
-            if _broadcast_flag(stop) and rank > 0:
-                state.stopped = "stopped by rank 0"
-        if rank == 0 and (epoch_end or state.step % config.checkpoint_every == 0 or state.stopped
-                          or state.step >= total):
-            save_last()
-    if bar is not None:
-        bar.close()
-    if rank == 0:
-        if not best_path.exists():  # e.g. resumed a finished run: keep the contract of returning a checkpoint
-            save_checkpoint(best_path, model, training=_summary(config, state, data_desc, last_valid))
-    if writer is not None:
-        writer.close()
-    if world > 1:
-        dist.barrier()
-    return best_path
+        if started:
+            distributed.destroy()
 
 
 def train_many(configs: Sequence[TrainConfig]) -> dict[str, Path]:
@@ -575,7 +826,23 @@ def train_many(configs: Sequence[TrainConfig]) -> dict[str, Path]:
 # Command line (train.py and `conditioned-sep train`)
 # --------------------------------------------------------------------------------------------------------------
 
-DEFAULT_OUT = DEFAULT_RUN  # one definition of the default run folder: conditioned_sep.checkpoint.DEFAULT_RUN
+DEFAULT_OUT = DEFAULT_RUN  # one definition of the default run folder: conditioned_sep.runs.DEFAULT_RUN
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _option(group, name: str, **kwargs: Any) -> None:
+    """``--name`` for the TrainConfig field ``name``: default and help read from the field (written once)."""
+    f = _FIELDS[name]
+    default = f.default
+    kwargs.setdefault("type", type(default) if default is not None and not isinstance(default, (bool, Path)) else None)
+    if kwargs["type"] is None:
+        kwargs.pop("type")
+    for key in ("choices", "metavar"):
+        if key in f.metadata:
+            kwargs.setdefault(key, f.metadata[key])
+    shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
+    group.add_argument("--" + name.replace("_", "-"), dest=name, default=default, help=f.metadata["help"] + shown,
+                       **kwargs)
 
 
 def add_arguments(parser):
@@ -588,7 +855,7 @@ def add_arguments(parser):
                       help="with --dedicated: train the conditioned model too (first), same budget")
     what.add_argument("--all", action="store_true",
                       help="conditioned model and the four dedicated ones, same data and budget each")
-    what.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size (default: small)")
+    _option(what, "preset")
     conditioning = parser.add_argument_group("conditioning (default: the preset's)")
     conditioning.add_argument("--film", choices=FILM_KINDS, default=None,
                               help="FiLM kind: one gamma/beta per block (simple) or per channel (complex)")
@@ -604,34 +871,38 @@ def add_arguments(parser):
     source.add_argument("--synthetic-root", metavar="PATH",
                         help="where the synthetic default lives (default: $CONDITIONED_SEP_DATA or ~/.cache)")
     budget = parser.add_argument_group("budget and optimisation")
-    budget.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps per model (default per preset: {DEFAULT_STEPS})")
-    budget.add_argument("--epochs", type=int, default=None, help="epochs per model (of --steps-per-epoch steps)")
-    budget.add_argument("--steps-per-epoch", type=int, default=250, help="steps between validations (250)")
-    budget.add_argument("--batch-size", type=int, default=16, help="examples per step and process (16)")
-    budget.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of Adam (1e-3)")
-    budget.add_argument("--wave-loss", type=float, default=0.0, help="weight of a waveform L1 term (0)")
-    budget.add_argument("--patience", type=int, default=10, help="early stop after N epochs without progress")
+    _option(budget, "steps", type=int)
+    _option(budget, "epochs", type=int)
+    for name in ("steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final", "warmup_steps", "weight_decay",
+                 "grad_clip", "wave_loss", "ema_decay", "patience"):
+        _option(budget, name)
     budget.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop each model after this many minutes (validates and checkpoints first)")
-    budget.add_argument("--seed", type=int, default=0)
+    _option(budget, "seed")
     run = parser.add_argument_group("output")
-    run.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})")
-    run.add_argument("--name", default=None, help="run name (default: conditioned / dedicated-<stem>)")
-    run.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.ckpt")
-    run.add_argument("--overwrite", action="store_true", help="start again over an existing run")
-    run.add_argument("--checkpoint-every", type=int, default=100, help="steps between last.ckpt saves (100)")
-    run.add_argument("--tensorboard", action="store_true", help="also log to <run>/tensorboard")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    _option(run, "out", type=Path)
+    _option(run, "name", type=str)
+    _option(run, "resume", action="store_true")
+    _option(run, "overwrite", action="store_true")
+    _option(run, "checkpoint_every")
+    _option(run, "tensorboard", action="store_true")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    hardware = parser.add_argument_group("hardware")
+    for name in ("device", "precision", "threads", "workers"):
+        _option(hardware, name, **({"type": str} if name == "threads" else {}))
     return parser
 
 
-def build_parser(prog: str | None = None):
-    import argparse
-
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Train a conditioned separator or dedicated baselines.")
     return add_arguments(parser)
+
+
+_PASSED = ("preset", "steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final",
+           "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay", "patience", "seed", "out", "name",
+           "resume", "overwrite", "checkpoint_every", "tensorboard", "progress", "device", "precision", "threads",
+           "workers")
+"""TrainConfig fields whose option has the field's name and value."""
 
 
 def configs_from_args(args) -> list[TrainConfig]:
@@ -663,13 +934,10 @@ def configs_from_args(args) -> list[TrainConfig]:
                                                ("z_input", args.z_input)) if value is not None}
     if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
-    return [TrainConfig(out=Path(args.out), name=args.name, preset=args.preset, target=t, dataset=dataset,
-                        model_overrides=overrides if t is None else {},
-                        data_root=root, steps=args.steps, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                        batch_size=args.batch_size, lr=args.lr, wave_loss=args.wave_loss, patience=args.patience,
-                        checkpoint_every=args.checkpoint_every, seed=args.seed, resume=args.resume,
-                        overwrite=args.overwrite, tensorboard=args.tensorboard, progress=not args.no_progress,
-                        device=args.device, time_limit=None if args.time_limit is None else 60 * args.time_limit)
+    passed = {name: getattr(args, name) for name in _PASSED}
+    time_limit = None if args.time_limit is None else 60 * args.time_limit
+    return [TrainConfig(**passed, target=t, dataset=dataset, data_root=root, time_limit=time_limit,
+                        model_overrides=overrides if t is None else {})
             for t in targets]
 
 
@@ -688,8 +956,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    rank, _ = _world()
-    if rank == 0:
+    if distributed.world()[0] == 0:
         for name, path in results.items():
             print(f"{name}: {path}")
     return 0

@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from conditioned_sep.audio import SILENCE_DB
 from conditioned_sep.data.folder import DatasetError, list_tracks
-from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
+from conditioned_sep.data.sampling import (SamplingConfig, StemBank, StepSampler, TrainingExamples, collate,
+                                           validation_excerpts)
 from conditioned_sep.stems import STEMS, UnknownStemError
 
 SEG = 4096
@@ -132,3 +135,49 @@ def test_validation_excerpts_are_fixed_middle_parts(tiny_synthetic):
     whole = tracks[0].load()
     start = (whole.shape[-1] - 44100) // 2
     np.testing.assert_array_equal(items[0][1], whole[:, :, start:start + 44100])
+
+
+def test_step_sampler_is_a_pure_function_of_step_and_rank():
+    whole = list(StepSampler(per_step=3, start=0, stop=5))
+    assert whole == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13, 14]]
+    assert list(StepSampler(per_step=3, start=2, stop=5)) == whole[2:]  # a resumed run draws the same examples
+    # two ranks: disjoint, and together the examples one process with twice the batch would take
+    ranks = [list(StepSampler(per_step=3, start=0, stop=4, rank=r, world=2)) for r in range(2)]
+    for step in range(4):
+        assert ranks[0][step] + ranks[1][step] == list(range(6 * step, 6 * step + 6))
+    assert len(StepSampler(per_step=3, start=4, stop=4)) == 0 and not list(StepSampler(per_step=3, start=4, stop=4))
+    with pytest.raises(ValueError, match="rank"):
+        StepSampler(per_step=3, start=0, stop=4, rank=2, world=2)
+
+
+def test_loader_workers_give_the_examples_of_the_main_thread(bank):
+    data = TrainingExamples(bank, SamplingConfig(segment=SEG), seed=7)
+    sampler = StepSampler(per_step=4, start=1, stop=4)
+    batches = {workers: list(DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=workers))
+               for workers in (0, 2)}
+    assert len(batches[0]) == 3 and set(batches[0][0]) == {"mixture", "target", "z"}
+    for a, b in zip(batches[0], batches[2]):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+    torch.testing.assert_close(batches[0][0]["mixture"], data.batch(range(4, 8))["mixture"], atol=0, rtol=0)
+
+
+def test_a_stem_no_training_track_holds_is_named_and_never_asked_for(hq_folder):
+    tracks = [t for t in list_tracks(hq_folder, "train") if t.name == "b"]  # b has no bass
+    with pytest.warns(UserWarning, match="no training track holds the stem.*'bass'.*never asked for"):
+        data = TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, subset_prob=0.5, zero_prob=0.0))
+    z = np.stack([data[i]["z"].numpy() for i in range(200)])
+    assert (z[:, STEMS.index("bass")] == 0).all()
+    assert (z[:, [STEMS.index(s) for s in STEMS if s != "bass"]] > 0).any(0).all()  # the others are asked for
+    assert (((z > 0).sum(1)) == 3).any()  # subsets still reach every stem the data holds
+
+
+def test_silence_is_the_project_threshold(bank):
+    assert SamplingConfig(segment=SEG).silence_db == SILENCE_DB
+    # a target quieter than the threshold is redrawn: with every other excerpt silent too, it stays silent
+    quiet = SamplingConfig(segment=SEG, target="vocals", silent_target_rate=0.0, silence_db=100.0, max_redraws=3,
+                           scale_prob=0.0)
+    loud = SamplingConfig(segment=SEG, target="vocals", silent_target_rate=0.0, silence_db=SILENCE_DB, max_redraws=3,
+                          scale_prob=0.0)
+    redrawn = [TrainingExamples(bank, cfg, seed=1)[0]["target"] for cfg in (quiet, loud)]
+    assert not torch.equal(redrawn[0], redrawn[1])  # +100 dB calls every excerpt silent and redraws

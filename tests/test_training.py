@@ -1,4 +1,5 @@
 import csv
+import errno
 import os
 import signal
 import socket
@@ -11,21 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from conditioned_sep.checkpoint import load_checkpoint
-from conditioned_sep.data.folder import DatasetError
-from conditioned_sep.data.folder import list_tracks
-from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples
+from conditioned_sep import Separator, training
+from conditioned_sep.checkpoint import load_checkpoint, save_checkpoint
+from conditioned_sep.data.folder import DatasetError, list_tracks
+from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from conditioned_sep.stems import STEMS, UnknownStemError
-from conditioned_sep import training
-from conditioned_sep.training import (TrainConfig, TrainingError, build_model, build_parser, configs_from_args,
-                                      lr_at, main, spectral_loss, train)
+from conditioned_sep.training import (TrainConfig, TrainingError, apply_threads, build_model, build_parser,
+                                      configs_from_args, lr_at, main, resolve_device, separation_loss, train,
+                                      validate)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path, data, **kwargs):
     base = dict(out=tmp_path / "runs", preset="tiny", dataset="folder", data_root=data, steps=20, steps_per_epoch=10,
-                batch_size=4, checkpoint_every=5, valid_seconds=1.0, progress=False)
+                batch_size=4, checkpoint_every=5, valid_seconds=1.0, progress=False, device="cpu", workers=0)
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -42,7 +43,12 @@ def _fixed_batch_loss(model, data, target=None):
     model.eval()
     with torch.no_grad():
         z = batch["z"] if model.is_conditioned else None
-        return float(spectral_loss(model, model, batch["mixture"], batch["target"], z))
+        return float(separation_loss(model, batch["mixture"], batch["target"], z)[0])
+
+
+def _files(run_dir):
+    """``{file name: bytes}`` of a run folder: what a refused run must leave untouched."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_run(tmp_path, tiny_synthetic):
@@ -62,16 +68,15 @@ def test_training_lowers_the_loss_and_writes_a_loadable_run(tmp_path, tiny_synth
     assert np.nanmean(mix) == pytest.approx(float(rows[0]["valid_mixture_sdr"]), rel=1e-9)
     last, last_meta = load_checkpoint(best.parent / "last.ckpt")
     assert last_meta["extra"]["state"]["step"] == 60 and "optimizer" in last_meta["extra"]
-    from conditioned_sep import Separator
-
     out = Separator(model).separate(np.zeros((2, 4000), dtype=np.float32), stems="drums+bass", sample_rate=44100)
     assert out["drums+bass"].shape == (2, 4000)
 
 
-def test_same_seed_same_losses_other_seed_other_losses(tmp_path, tiny_synthetic):
-    runs = [train(_config(tmp_path, tiny_synthetic, name=f"r{i}", seed=s)) for i, s in enumerate((5, 5, 6))]
+def test_same_seed_same_losses_whatever_the_loader_workers_other_seed_other_losses(tmp_path, tiny_synthetic):
+    runs = [train(_config(tmp_path, tiny_synthetic, name=f"r{i}", seed=s, workers=w))
+            for i, (s, w) in enumerate(((5, 0), (5, 2), (6, 0)))]
     logs = [[(r["train_loss"], r["valid_loss"]) for r in _log(p.parent)] for p in runs]
-    assert logs[0] == logs[1]
+    assert logs[0] == logs[1]  # examples drawn in two worker processes are those of the main thread
     assert logs[0] != logs[2]
 
 
@@ -138,6 +143,183 @@ def test_overwrite_removes_the_old_run_before_training(tmp_path, tiny_synthetic,
     assert sorted(p.name for p in run.iterdir()) == []  # no old best.ckpt left for evaluate.py to score
 
 
+def test_overwrite_deletes_nothing_until_every_check_passed(tmp_path, tiny_synthetic, hq_folder, capsys):
+    run = train(_config(tmp_path, tiny_synthetic, steps=5, steps_per_epoch=5)).parent
+    before = _files(run)
+    assert {"best.ckpt", "last.ckpt", "log.csv"} <= set(before)
+    # a typo in the data folder, a stem the data lacks, a bad number: each refused, the old run kept whole
+    with pytest.raises(DatasetError, match="does not exist"):
+        train(_config(tmp_path, tmp_path / "typo", overwrite=True))
+    lacks_bass = tmp_path / "lacks_bass"
+    for split in ("train", "valid"):
+        (lacks_bass / split).mkdir(parents=True)
+        os.symlink(hq_folder / "train" / "b", lacks_bass / split / "b")
+    with pytest.raises(DatasetError, match="no training track holds the stem 'bass'"):
+        train(_config(tmp_path, lacks_bass, target="bass", name="conditioned", overwrite=True))
+    args = ["--folder", str(tiny_synthetic), "--preset", "tiny", "--out", str(tmp_path / "runs"), "--overwrite"]
+    assert main([*args, "--lr", "-1"]) == 2
+    assert "lr must be a positive number (--lr), got -1" in capsys.readouterr().err
+    assert main([*args[:1], str(tmp_path / "typo"), *args[2:]]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _files(run) == before
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lr=-1), "lr must be a positive number"),
+    (dict(lr=float("nan")), "lr must be a positive number"),
+    (dict(patience=0), r"patience must be a positive number \(--patience\)"),
+    (dict(time_limit=-1), r"time_limit must be a positive number \(--time-limit\)"),
+    (dict(accumulate=0), "accumulate must be a positive number"),
+    (dict(warmup_steps=-1), "warmup_steps must be >= 0"),
+    (dict(workers=-1), "workers must be >= 0"),
+    (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+    (dict(lr_final=2.0), "lr_final must be in"),
+    (dict(precision="fp8"), "precision must be one of"),
+    (dict(device="cpu", precision="fp16"), "fp16 needs a CUDA device.*bf16"),
+    (dict(device="gpu"), "device must be auto, cpu, cuda or cuda:N"),
+    (dict(threads=0), "threads must be auto or a positive number"),
+    (dict(threads="many"), "threads must be auto or a positive number"),
+    (dict(resume=True, overwrite=True), "pass one of them"),
+])
+def test_bad_settings_are_refused_with_the_option_to_fix(settings, message):
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(**settings)
+
+
+def test_devices_threads_and_precision_resolve_or_refuse(tmp_path, tiny_synthetic):
+    assert TrainConfig(threads="3").threads == 3  # as the command line passes it
+    assert resolve_device(TrainConfig(device="auto")).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="CUDA is not available.*--device cpu"):
+            resolve_device(TrainConfig(device="cuda:1"))
+        # auto resolves to the CPU here: fp16 is refused before anything is written
+        with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+            train(_config(tmp_path, tiny_synthetic, device="auto", precision="fp16"))
+        assert not (tmp_path / "runs" / "conditioned" / "last.ckpt").exists()
+    threads = torch.get_num_threads()
+    try:
+        apply_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    train(_config(tmp_path, tiny_synthetic, steps=2, steps_per_epoch=2, threads=1, name="threads"))
+    assert torch.get_num_threads() == threads  # train() leaves the caller's setting as it found it
+
+
+def test_one_loss_for_training_and_validation(tiny_synthetic):
+    model = build_model(TrainConfig(preset="tiny")).eval()
+    excerpts = validation_excerpts(list_tracks(tiny_synthetic, "valid")[:1], seconds=0.5)
+    _, sources = excerpts[0]
+    mixture, refs = torch.from_numpy(sources.sum(0))[None], torch.from_numpy(sources)
+    z = torch.eye(len(STEMS))
+    with torch.no_grad():
+        spec_loss, est = separation_loss(model, mixture, refs, z)
+        both, _ = separation_loss(model, mixture, refs, z, wave_weight=2.0)
+        wave = (model.istft(est, length=mixture.shape[-1]) - refs).abs().mean()
+    assert float(both) == pytest.approx(float(spec_loss + 2.0 * wave), rel=1e-5)
+    assert float(wave) > 0
+    assert validate(model, excerpts)["loss"] == pytest.approx(float(spec_loss), rel=1e-6)
+    assert validate(model, excerpts, wave_weight=2.0)["loss"] == pytest.approx(float(both), rel=1e-6)
+
+
+def test_bf16_autocast_and_weight_average_train_on_cpu(tmp_path, tiny_synthetic):
+    config = _config(tmp_path, tiny_synthetic, steps=60, steps_per_epoch=20, lr=3e-3, precision="bf16", ema_decay=0.9)
+    before = _fixed_batch_loss(build_model(config), tiny_synthetic)
+    best = train(config)
+    averaged, meta = load_checkpoint(best)  # auto: the averaged weights
+    raw, raw_meta = load_checkpoint(best, weights="raw")
+    assert meta["weights"] == "ema" and raw_meta["weights"] == "raw"
+    assert any(not torch.equal(a, b) for a, b in zip(averaged.state_dict().values(), raw.state_dict().values()))
+    after = _fixed_batch_loss(averaged, tiny_synthetic)
+    assert after < 0.9 * before, (before, after)
+    # the averaged weights are what was validated and selected best.ckpt
+    best_row = max(_log(best.parent), key=lambda r: float(r["valid_sdr"]))
+    excerpts = validation_excerpts(list_tracks(tiny_synthetic, "valid"), seconds=1.0)
+    assert validate(averaged, excerpts)["sdr"] == pytest.approx(float(best_row["valid_sdr"]), rel=1e-5, abs=1e-5)
+    assert validate(raw, excerpts)["sdr"] != pytest.approx(float(best_row["valid_sdr"]), rel=1e-5, abs=1e-5)
+    # the Separator loads the averaged weights
+    (separating,) = Separator.load(best).models.values()
+    assert all(torch.equal(a, b) for a, b in zip(separating.state_dict().values(), averaged.state_dict().values()))
+    assert load_checkpoint(best.parent / "last.ckpt")[1]["weights"] == "ema"
+
+
+def test_gradient_accumulation_counts_micro_batches(tmp_path, tiny_synthetic):
+    best = train(_config(tmp_path, tiny_synthetic, steps=4, steps_per_epoch=2, batch_size=2, accumulate=3))
+    assert [int(r["examples"]) for r in _log(best.parent)] == [2 * 3 * 2, 4 * 3 * 2]
+
+
+def test_diverged_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_synthetic):
+    # lr 1e6 blows the batch-norm statistics up to inf while the loss stays finite (masks saturate)
+    with pytest.raises(TrainingError, match=r"diverged at step \d+: non-finite values in the weight .*lower --lr "
+                                            r"\(now 1e\+06\).*no checkpoint was written"):
+        train(_config(tmp_path, tiny_synthetic, lr=1e6, name="wild"))
+    assert not (tmp_path / "runs" / "wild" / "last.ckpt").exists()
+    assert not (tmp_path / "runs" / "wild" / "best.ckpt").exists()
+    # a run that trained well and then diverges keeps its last good checkpoint, and says so
+    good = train(_config(tmp_path, tiny_synthetic, steps=10, name="good")).parent
+    kept = _files(good)
+    with pytest.raises(TrainingError, match=r"diverged .*last good checkpoint .*step 10\) is kept"):
+        train(_config(tmp_path, tiny_synthetic, steps=20, name="good", lr=1e6, resume=True))
+    assert _files(good) == kept
+    model, meta = load_checkpoint(good / "last.ckpt")  # loads: every weight finite
+    assert meta["extra"]["state"]["step"] == 10
+
+
+def test_disk_full_stops_with_a_way_out_and_resume_finishes(tmp_path, tiny_synthetic, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def disk_full_after_one_write(fd):
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_after_one_write)
+    config = _config(tmp_path, tiny_synthetic)
+    with pytest.raises(TrainingError, match=r"cannot write .*best.ckpt at step 10 \(No space left on device\): "
+                                            r"free space .*--resume continues from the last checkpoint \(step 5\)"):
+        train(config)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    run = config.run_dir
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+    assert load_checkpoint(run / "last.ckpt")[1]["extra"]["state"]["step"] == 5
+    train(_config(tmp_path, tiny_synthetic, resume=True))
+    assert [int(r["step"]) for r in _log(run)] == [10, 20]
+
+
+def test_resume_reproduces_the_run_and_reads_old_last_checkpoints(tmp_path, tiny_synthetic, monkeypatch):
+    straight = train(_config(tmp_path, tiny_synthetic, name="straight", ema_decay=0.5)).parent
+    real_step = training.Trainer.train_step
+
+    def killed_at_step_13(self, batch):
+        if self.state.step == 13:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(training.Trainer, "train_step", killed_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, tiny_synthetic, name="killed", ema_decay=0.5))
+    monkeypatch.undo()
+    last = tmp_path / "runs" / "killed" / "last.ckpt"
+    model, meta = load_checkpoint(last, weights="raw")
+    averaged, _ = load_checkpoint(last, weights="ema")
+    extra = meta["extra"]
+    assert extra["state"]["step"] == 10
+    # rewrite it as runs before this version did: early stopping inside the state, an RNG entry (now ignored)
+    early = extra.pop("early_stopping")
+    extra["state"].update(best_sdr=early["best"], best_epoch=early["best_epoch"], bad_epochs=early["bad_epochs"])
+    extra["rng"] = {"torch": torch.get_rng_state()}
+    save_checkpoint(last, model, training=meta["training"], extra=extra, ema_state=averaged.state_dict())
+    train(_config(tmp_path, tiny_synthetic, name="killed", ema_decay=0.5, resume=True))
+    a, b = _log(straight), _log(last.parent)
+    assert [r["step"] for r in b] == ["10", "20"]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "valid_loss", "valid_sdr", "best"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-6, abs=1e-7), (key, ra, rb)
+    final = [load_checkpoint(run / "best.ckpt")[0].state_dict() for run in (straight, last.parent)]
+    assert all(torch.allclose(final[0][k], final[1][k], rtol=1e-5, atol=1e-6) for k in final[0])
+
+
 def test_command_line_builds_same_budget_configs_for_all_models():
     parser = build_parser()
     configs = configs_from_args(parser.parse_args(["--all", "--steps", "50", "--preset", "tiny", "--out", "o"]))
@@ -175,9 +357,16 @@ def _env():
     return env
 
 
+def _same_losses(a, b):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "valid_loss", "valid_sdr"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-6), (key, ra, rb)
+
+
 def test_kill_then_resume_gives_the_uninterrupted_run(tmp_path, tiny_synthetic):
     steps = ["--steps", "40"]
-    proc = subprocess.Popen(_train_cmd(tiny_synthetic, tmp_path / "killed", *steps), env=_env(),
+    proc = subprocess.Popen(_train_cmd(tiny_synthetic, tmp_path / "killed", *steps, "--workers", "2"), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "killed" / "conditioned" / "last.ckpt"
     deadline = time.time() + 120
@@ -193,30 +382,36 @@ def test_kill_then_resume_gives_the_uninterrupted_run(tmp_path, tiny_synthetic):
     proc.wait()
     saved = load_checkpoint(last)[1]["extra"]["state"]["step"]  # never corrupt, whenever the kill came
     assert 12 <= saved < 40
-    resumed = subprocess.run(_train_cmd(tiny_synthetic, tmp_path / "killed", *steps, "--resume"), env=_env(),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(_train_cmd(tiny_synthetic, tmp_path / "killed", *steps, "--resume", "--workers", "1"),
+                             env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    reference = subprocess.run(_train_cmd(tiny_synthetic, tmp_path / "straight", *steps), env=_env(),
+    reference = subprocess.run(_train_cmd(tiny_synthetic, tmp_path / "straight", *steps, "--workers", "0"), env=_env(),
                                capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-2000:]
     a, b = _log(tmp_path / "killed" / "conditioned"), _log(tmp_path / "straight" / "conditioned")
     assert [r["step"] for r in a] == ["10", "20", "30", "40"]
-    for ra, rb in zip(a, b):
-        for key in ("train_loss", "valid_loss", "valid_sdr"):
-            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-6), (key, ra, rb)
+    _same_losses(a, b)
 
 
-def test_two_process_distributed_training(tmp_path, tiny_synthetic):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *_train_cmd(tiny_synthetic, tmp_path / "ddp", "--steps", "6", "--steps-per-epoch", "3")[1:]]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "ddp" / "conditioned"
+def test_two_process_distributed_training_resumes_exactly(tmp_path, tiny_synthetic):
+    def torchrun(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *_train_cmd(tiny_synthetic, out, "--steps-per-epoch", "3", *extra)[1:]]
+        result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return out / "conditioned"
+
+    run = torchrun(tmp_path / "ddp", "--steps", "6", "--workers", "0")
     model, meta = load_checkpoint(run / "best.ckpt")
     assert model.is_conditioned
     rows = _log(run)
     assert [int(r["examples"]) for r in rows] == [3 * 2 * 4, 6 * 2 * 4]  # two processes x batch 4 per step
     assert load_checkpoint(run / "last.ckpt")[1]["extra"]["state"]["step"] == 6
+    # stopped at step 3, resumed to step 6 by new processes, examples drawn by loader workers: the same run
+    # (within the 50 warm-up steps the learning rate does not depend on the budget)
+    torchrun(tmp_path / "split", "--steps", "3", "--workers", "1")
+    split = torchrun(tmp_path / "split", "--steps", "6", "--workers", "1", "--resume")
+    _same_losses(rows, _log(split))
 
 
 def test_distributed_run_refused_by_rank_0_stops_every_rank(tmp_path, hq_folder):

@@ -2,6 +2,8 @@
 
 Each example is a pure function of ``(seed, index)``: the same index always gives the same example, so a
 resumed or distributed run draws exactly the examples an uninterrupted one would, with no sampler state.
+:class:`StepSampler` says which indices optimizer step ``s`` of rank ``r`` takes, so a ``DataLoader`` with
+worker processes feeds training with the same examples as the main thread would.
 
 Recipe (Open-Unmix / Demucs for the augmentation, Conditioned-U-Net for the conditions):
   - each stem comes from the anchor song, or (``remix_prob``) from another random song at its own offset;
@@ -11,17 +13,20 @@ Recipe (Open-Unmix / Demucs for the augmentation, Conditioned-U-Net for the cond
     silent target excerpt is redrawn (up to ``max_redraws`` times), so their targets sound;
   - conditioned models draw ``z``: one-hot (one stem), a subset of stems (target = their sum), all-zero
     (target = silence); and in ``scale_prob`` of them the target and its ``z`` are scaled by ``p ~ U[0, 1]``.
+    ``z`` names only stems that some training track holds (a warning names the others).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
+from ..audio import SILENCE_DB, is_silent
 from ..stems import STEMS, UnknownStemError
 from .folder import DatasetError, fit_channels
 
@@ -34,8 +39,8 @@ class SamplingConfig:
     The condition probabilities (one-hot, subset, zero) are normalised to sum to one.
     ``silent_target_rate``: share of the examples with a non-zero ``z`` whose target is silence (its stems
     zeroed, so the mixture holds only the other stems); the all-zero condition (``zero_prob``) adds its own
-    silent targets on top. A target excerpt quieter than ``silence_db`` (dB re full scale, before the gain)
-    counts as silent.
+    silent targets on top. A target excerpt quieter than ``silence_db`` (dB re full scale, before the gain;
+    the project's :data:`~conditioned_sep.audio.SILENCE_DB`) counts as silent.
     """
 
     segment: int
@@ -45,7 +50,7 @@ class SamplingConfig:
     gain_range: tuple[float, float] = (0.25, 1.25)
     channel_swap_prob: float = 0.5
     silent_target_rate: float = 0.05
-    silence_db: float = -50.0
+    silence_db: float = SILENCE_DB
     max_redraws: int = 20
     onehot_prob: float = 0.75
     subset_prob: float = 0.2
@@ -111,8 +116,13 @@ class StemBank:
                             self.channels)[0]
 
 
-def _silent(x: np.ndarray, threshold_db: float) -> bool:
-    return float(np.mean(x.astype(np.float64) ** 2)) < 10 ** (threshold_db / 10)
+BATCH_KEYS = ("mixture", "target", "z")
+"""What training batches hold: stacking the four ``sources`` too would cost more than drawing the examples."""
+
+
+def collate(items: Sequence[dict[str, torch.Tensor]], *, keys: Sequence[str] = BATCH_KEYS) -> dict[str, torch.Tensor]:
+    """Examples -> ``{key: (batch, ...)}`` for ``keys`` only (a ``DataLoader``'s ``collate_fn``)."""
+    return {key: torch.stack([it[key] for it in items]) for key in keys}
 
 
 class TrainingExamples(Dataset):
@@ -121,7 +131,8 @@ class TrainingExamples(Dataset):
     (n_stems, c, segment)`` (the augmented stems; ``mixture`` is their sum).
 
     Any index ``>= 0`` is valid (``len`` is the nominal epoch size); example ``i`` depends only on
-    ``(seed, i)``.
+    ``(seed, i)``. A conditioned model's ``z`` never names a stem that no training track holds (its target
+    would always be silence, teaching the model that the stem is silent); such stems are named in a warning.
     """
 
     def __init__(self, bank: StemBank, config: SamplingConfig, *, seed: int = 0, epoch_size: int = 1000) -> None:
@@ -135,23 +146,32 @@ class TrainingExamples(Dataset):
                                    f"{config.target} model cannot be trained on this data")
             self._target_tracks = np.flatnonzero(bank.has_stem[:, k])
         self._tracks_with = [np.flatnonzero(bank.has_stem[:, k]) for k in range(len(config.stems))]
+        held = bank.has_stem.any(0)
+        self._conditionable = np.flatnonzero(held)  # the stems z may name
+        missing = [s for s, h in zip(config.stems, held) if not h]
+        if config.target is None and missing:
+            warnings.warn(f"no training track holds the stem(s) {', '.join(map(repr, missing))}: the conditioned "
+                          f"model is never asked for them (z never names them), so its output for them is "
+                          f"untrained; add tracks with those stems to train them", UserWarning, stacklevel=2)
 
     def __len__(self) -> int:
         return self.epoch_size
 
     def draw_condition(self, rng: np.random.Generator) -> np.ndarray:
         """``z`` float32 ``(n_stems,)`` before scaling: one-hot, a subset (2..n ones) or all-zero."""
-        cfg, n = self.config, len(self.config.stems)
-        z = np.zeros(n, dtype=np.float32)
+        cfg = self.config
+        z = np.zeros(len(cfg.stems), dtype=np.float32)
         if cfg.target is not None:
             z[cfg.stems.index(cfg.target)] = 1
             return z
+        stems = self._conditionable  # all stems when the data holds every one: then the draws are unchanged
+        n = len(stems)
         p = np.array([cfg.onehot_prob, cfg.subset_prob, cfg.zero_prob])
         kind = rng.choice(3, p=p / p.sum())
-        if kind == 0:
-            z[rng.integers(n)] = 1
+        if kind == 0 and n > 0:
+            z[stems[rng.integers(n)]] = 1
         elif kind == 1 and n > 1:
-            z[rng.choice(n, size=int(rng.integers(2, n + 1)), replace=False)] = 1
+            z[stems[rng.choice(n, size=int(rng.integers(2, n + 1)), replace=False)]] = 1
         return z
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -176,7 +196,7 @@ class TrainingExamples(Dataset):
                     track = int(rng.choice(self._tracks_with[k]))
                 start = int(rng.integers(0, max(1, bank.num_samples(track) - seg + 1)))
                 x = bank.excerpt(track, k, start, seg)
-                if not (is_target and _silent(x, cfg.silence_db)):
+                if not (is_target and is_silent(x, threshold_db=cfg.silence_db)):
                     break
             gain = rng.uniform(*cfg.gain_range)
             if rng.random() < cfg.channel_swap_prob:
@@ -189,12 +209,37 @@ class TrainingExamples(Dataset):
         return {"mixture": torch.from_numpy(mixture), "target": torch.from_numpy(target),
                 "z": torch.from_numpy(z.astype(np.float32)), "sources": torch.from_numpy(sources)}
 
-    def batch(self, indices: Sequence[int], *, keys: Sequence[str] = ("mixture", "target", "z")
-              ) -> dict[str, torch.Tensor]:
-        """The examples at ``indices`` stacked along a new first (batch) dimension (only ``keys``: stacking the
-        four ``sources`` costs more than drawing the examples)."""
-        items = [self[i] for i in indices]
-        return {key: torch.stack([it[key] for it in items]) for key in keys}
+    def batch(self, indices: Sequence[int], *, keys: Sequence[str] = BATCH_KEYS) -> dict[str, torch.Tensor]:
+        """The examples at ``indices`` stacked along a new first (batch) dimension, as :func:`collate` does."""
+        return collate([self[i] for i in indices], keys=keys)
+
+
+class StepSampler(Sampler[list[int]]):
+    """The example indices of optimizer steps ``start .. stop - 1`` on ``rank`` of ``world``, one list per step.
+
+    Step ``s`` of rank ``r`` takes the ``per_step`` consecutive indices from ``(s * world + r) * per_step``
+    (``per_step`` = batch size x accumulated micro-batches of one process): a pure function of ``(step, rank)``,
+    so a resumed run (``start`` = its step) or a run with another number of loader workers draws the examples an
+    uninterrupted one would. Use as a ``DataLoader``'s ``batch_sampler``.
+    """
+
+    def __init__(self, *, per_step: int, start: int, stop: int, rank: int = 0, world: int = 1) -> None:
+        if per_step <= 0 or world <= 0 or not 0 <= rank < world or not 0 <= start:
+            raise ValueError(f"need per_step > 0, 0 <= rank < world and start >= 0; got per_step={per_step}, "
+                             f"rank={rank}, world={world}, start={start}")
+        self.per_step, self.start, self.stop, self.rank, self.world = per_step, start, stop, rank, world
+
+    def indices(self, step: int) -> list[int]:
+        """The example indices of optimizer step ``step`` on this sampler's rank."""
+        first = (step * self.world + self.rank) * self.per_step
+        return list(range(first, first + self.per_step))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield self.indices(step)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
 
 
 def validation_excerpts(tracks: Sequence, *, stems: Sequence[str] = STEMS, seconds: float = 10.0,
