@@ -6,12 +6,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+APT_UPDATED=
+apt_install() {  # as root: one apt-get update per run, then the packages (no recommends: they would pull in GUIs)
+  [ -n "$APT_UPDATED" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if ! command -v ffmpeg >/dev/null 2>&1; then
   # ffmpeg: MUSDB18 .stem.mp4, mp3/mp4 input, and museval/musdb at import time
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg) >/dev/null
+    apt_install ffmpeg
   else
     echo "setup: ffmpeg is missing; install it (sudo apt-get install ffmpeg) for mp3/mp4 input and MUSDB18" >&2
+  fi
+fi
+
+# the rendered default dataset: FluidSynth, the GM soundfonts and AVL drum kits, MMA's grooves, Festival's
+# diphone voices and espeak-ng (see conditioned_sep/data/render/tools.py)
+RENDER_PACKAGES="fluidsynth timgm6mb-soundfont csound-soundfont avldrums.lv2-soundfont mma festival festvox-kdlpc16k \
+festvox-itapc16k festvox-italp16k espeak-ng"
+MISSING=$(for p in $RENDER_PACKAGES; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$MISSING" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt_install $MISSING
+  else
+    echo "setup: the default dataset needs:" $MISSING "; install them (sudo apt-get install" $MISSING ")" >&2
   fi
 fi
 
@@ -21,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
     # Debian splits venv out of python3; a root setup can add it
     rm -rf .venv
     [ "$(id -u)" = 0 ] || { echo "setup: '$PY -m venv' failed; install python3-venv" >&2; exit 1; }
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >/dev/null
+    apt_install python3-venv
     "$PY" -m venv .venv
   fi
 fi

@@ -1,0 +1,84 @@
+"""A generated dataset cached on disk: found by its manifest, built once in a temporary sibling folder and published
+whole (:func:`conditioned_sep.fileio.atomic_folder`), with the manifest written last.
+
+A manifest is a JSON object whose *header* (format name, version, seed, config) says what was made, plus
+``"tracks": {split: [track folder names]}``; a root whose header differs is refused, one whose files are missing
+is rebuilt, a folder that is not such a dataset is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..fileio import atomic_folder, atomic_write_text
+from .folder import DatasetError
+
+MANIFEST = "manifest.json"
+ENV_VAR = "CONDITIONED_SEP_DATA"
+
+
+def cache_root(name: str) -> Path:
+    """``$CONDITIONED_SEP_DATA`` if set, else ``$XDG_CACHE_HOME/conditioned-sep/<name>`` (``~/.cache/...``)."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "conditioned-sep" / name
+
+
+def read_manifest(root: str | os.PathLike) -> dict | None:
+    """The manifest of ``root`` as a dict, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(root) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def cache_state(root: Path, header: dict, required: Sequence[str]) -> bool | None:
+    """True: a complete dataset with this ``header``; False: a complete one with another; None: not a dataset (or
+    one with files missing). ``required`` are the file names every track folder must hold."""
+    data = read_manifest(root)
+    if data is None:
+        return None
+    if any(data.get(k) != v for k, v in header.items()):
+        return False
+    for split, names in data.get("tracks", {}).items():
+        for name in names:
+            if not all((root / split / name / f).is_file() for f in required):
+                return None
+    return True
+
+
+def ensure_cached(root: Path, *, header: dict, required: Sequence[str], build: Callable[[Path], dict],
+                  what: str) -> Path:
+    """Return ``root`` holding the dataset ``header`` describes, calling ``build(tmp_folder)`` first if needed.
+
+    ``build`` fills the folder and returns the manifest's body (at least ``{"tracks": {split: [names]}}``); the
+    manifest (header + body) is written last, then the folder is renamed into place. Raises :class:`DatasetError`
+    when ``root`` holds another dataset or foreign files. ``what`` names the dataset in messages.
+    """
+    state = cache_state(root, header, required)
+    if state is True:
+        return root
+    if state is False:
+        raise DatasetError(f"{root} holds a {what} made with another seed, size or version than {header}; "
+                           "delete that folder or pass another root")
+    if root.exists() and any(root.iterdir()):
+        if (root / MANIFEST).exists():
+            shutil.rmtree(root)  # our own dataset with missing files: make it again
+        else:
+            raise DatasetError(f"{root} exists and is not a {what} made by conditioned-sep (no {MANIFEST}); "
+                               "delete it or pass another root")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_folder(root) as tmp:
+            body = build(tmp)
+            atomic_write_text(tmp / MANIFEST, json.dumps({**header, **body}, indent=1))
+    except FileExistsError:
+        # another process finished first: use its copy if it is complete
+        if cache_state(root, header, required) is not True:
+            raise
+    return root

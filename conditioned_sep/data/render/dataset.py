@@ -1,0 +1,140 @@
+"""The rendered dataset: songs of sampled instruments and recorded-voice singing, written once in MUSDB18-HQ's
+layout (plus the parts ``other`` is made of) and cached.
+
+Layout of ``<root>/<split>/<song>/`` (splits train, valid, test)::
+
+    vocals.flac drums.flac bass.flac other.flac mixture.flac   always (silence where the song has no such part)
+    piano.flac guitar.flac keys.flac strings.flac winds.flac synth.flac   the parts of ``other`` the song has
+    song.mid    the multitrack MIDI the stems were played from (one track per part, lyrics included)
+    song.json   tempo, key, chords, sections, and each part's instrument, soundfont preset or singer
+
+Audio is 44.1 kHz stereo 16-bit FLAC (lossless): ``other`` is the sample-exact sum of its parts and ``mixture`` of
+the four coarse stems, as read back. ``<root>/manifest.json`` (written last) records seed, sizes and tool versions.
+
+    python -m conditioned_sep.data.render [ROOT]     # generate (or find) the dataset
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ...audio import write_audio
+from ...fileio import atomic_write_text
+from ...stems import STEMS
+from ..cache import cache_root, ensure_cached
+from ..vocabulary import FINE_STEMS
+from . import tools
+from .song import SAMPLE_RATE, RenderedSong, render_song
+
+FORMAT = "conditioned-sep rendered"
+FORMAT_VERSION = 1
+SUFFIX = ".flac"
+REQUIRED = tuple(f"{stem}{SUFFIX}" for stem in (*STEMS, "mixture")) + ("song.mid", "song.json")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Songs per split and their length in seconds."""
+
+    train_songs: int = 160
+    valid_songs: int = 12
+    test_songs: int = 14
+    train_seconds: float = 12.0
+    valid_seconds: float = 12.0
+    test_seconds: float = 15.0
+    sample_rate: int = SAMPLE_RATE
+
+    def split_sizes(self) -> dict[str, tuple[int, float]]:
+        return {"train": (self.train_songs, self.train_seconds), "valid": (self.valid_songs, self.valid_seconds),
+                "test": (self.test_songs, self.test_seconds)}
+
+
+def default_render_root() -> Path:
+    """Cache folder of the rendered dataset: ``$CONDITIONED_SEP_DATA`` if set, else
+    ``~/.cache/conditioned-sep/rendered-v<version>`` (a new version never reuses an old cache)."""
+    return cache_root(f"rendered-v{FORMAT_VERSION}")
+
+
+def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int = 0,
+                            config: RenderConfig | None = None, workers: int | None = None,
+                            progress: bool = True) -> Path:
+    """Return the root of the rendered dataset, rendering it first if needed (once; cached on disk).
+
+    ``workers`` processes render songs in parallel (default: up to 2). Raises
+    :class:`~conditioned_sep.data.render.tools.RenderToolError` naming the ``apt-get install`` line when a
+    program, soundfont or voice is missing, and :class:`~conditioned_sep.data.folder.DatasetError` when ``root``
+    holds something else.
+    """
+    config = config or RenderConfig()
+    root = Path(root).expanduser() if root is not None else default_render_root()
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "config": dataclasses.asdict(config)}
+
+    def build(tmp: Path) -> dict:
+        tools.check_all()
+        tracks = _render_into(tmp, seed=seed, config=config, workers=workers, progress=progress)
+        return {"tracks": tracks, "stems": list(FINE_STEMS), "audio": "FLAC PCM_16", "tools": tools.tool_versions()}
+
+    return ensure_cached(root, header=header, required=REQUIRED, build=build, what="rendered dataset")
+
+
+def track_name(index: int, title: str) -> str:
+    """``song007-Amin-96bpm-RnB``: index first (sorted order is render order), then a file-safe title."""
+    return f"song{index:03d}-" + re.sub(r"[^A-Za-z0-9-]", "", title.replace("&", "n"))
+
+
+def write_song(folder: Path, song: RenderedSong) -> None:
+    """Write ``song``'s stems (those present, and always the coarse four and the mixture), MIDI file and metadata."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, audio in song.stems.items():
+        write_audio(folder / f"{stem}{SUFFIX}", audio, song.sample_rate, subtype="PCM_16")
+    song.midi.save(str(folder / "song.mid"))
+    score = song.score
+    meta = {"title": score.title, "style": score.style, "bpm": score.bpm, "tonic": score.tonic, "mode": score.mode,
+            "chords": score.chords, "sections": [dataclasses.asdict(s) for s in score.sections],
+            "seconds": score.seconds, "sample_rate": song.sample_rate, "stems": sorted(song.stems),
+            "parts": [p.describe() for p in score.parts]}
+    atomic_write_text(folder / "song.json", json.dumps(meta, indent=1))
+
+
+def _render_into(out: Path, *, seed: int, config: RenderConfig, workers: int | None,
+                 progress: bool) -> dict[str, list[str]]:
+    jobs = []
+    for split_index, (split, (n_songs, seconds)) in enumerate(config.split_sizes().items()):
+        (out / split).mkdir(parents=True, exist_ok=True)
+        jobs += [(str(out / split), seed, split_index, i, seconds, config.sample_rate) for i in range(n_songs)]
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    bar = tqdm(total=len(jobs), desc=f"rendering songs into {out.parent}", unit="song", disable=not progress)
+    names: list[tuple[str, str]] = []
+    if workers > 1 and len(jobs) > 1:
+        # fork where there is one (spawn would re-run an unguarded __main__ script); no threads run before it
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
+            for result in pool.imap(_render_job, jobs, chunksize=1):
+                names.append(result)
+                bar.update()
+    else:
+        for job in jobs:
+            names.append(_render_job(job))
+            bar.update()
+    bar.close()
+    tracks: dict[str, list[str]] = {split: [] for split in config.split_sizes()}
+    for split_dir, name in names:
+        tracks[Path(split_dir).name].append(name)
+    return tracks
+
+
+def _render_job(job: tuple) -> tuple[str, str]:
+    split_dir, seed, split_index, index, seconds, rate = job
+    song = render_song(np.random.default_rng([seed, split_index, index]), seconds=seconds, sample_rate=rate)
+    name = track_name(index, song.score.title)
+    write_song(Path(split_dir) / name, song)
+    return split_dir, name
