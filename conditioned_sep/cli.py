@@ -22,9 +22,13 @@ from tqdm import tqdm
 from . import __version__
 from .audio import OUTPUT_FORMATS
 from .data.sources import DatasetSpec
+from .distributed import world
 from .evaluation import EvalConfig, evaluate
+from .film import FILM_KINDS, Z_INPUTS
+from .models import FILM_PLACES
 from .runs import DEFAULT_RUN, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, parse_queries
+from .training import TrainConfig, TrainingError, train_many
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
@@ -91,7 +95,8 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         for key in ("choices", "metavar"):
             if key in meta:
                 kwargs[key] = meta[key]
-        parser.add_argument(_flag(f.name), help=f"{meta['help']} (default: {shown})", **kwargs)
+        suffix = "" if default is None else f" (default: {shown})"
+        parser.add_argument(_flag(f.name), help=meta["help"] + suffix, **kwargs)
 
 
 def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -246,20 +251,81 @@ def run_evaluate(args: argparse.Namespace, prog: str) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .training import add_arguments
+_TRAIN_OPTIONS = {
+    "what to train": ("preset",),
+    "budget and optimisation": ("steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final",
+                                "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay", "patience",
+                                "valid_seconds", "seed"),
+    "output": ("out", "name", "resume", "overwrite", "checkpoint_every", "tensorboard", "progress"),
+    "hardware": ("device", "precision", "threads", "workers"),
+}
+"""TrainConfig fields offered as options, by group (each option's default and help come from its field)."""
 
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Train a conditioned separator or dedicated baselines."
-    add_arguments(parser)
+    groups = {title: parser.add_argument_group(title) for title in _TRAIN_OPTIONS}
+    what = groups["what to train"]
+    what.add_argument("--dedicated", metavar="STEM", default=None,
+                      help=f"train a dedicated baseline for STEM ({', '.join(STEMS)}) or 'all' four, "
+                           "instead of the conditioned model")
+    what.add_argument("--with-conditioned", action="store_true",
+                      help="with --dedicated: train the conditioned model too (first), same budget")
+    what.add_argument("--all", action="store_true",
+                      help="conditioned model and the four dedicated ones, same data and budget each")
+    for title, names in _TRAIN_OPTIONS.items():
+        add_config_options(groups[title], TrainConfig, names=names)
+    conditioning = parser.add_argument_group("conditioning (default: the preset's)")
+    conditioning.add_argument("--film", choices=FILM_KINDS, default=None,
+                              help="FiLM kind: one gamma/beta per block (simple) or per channel (complex)")
+    conditioning.add_argument("--film-where", choices=FILM_PLACES, default=None,
+                              help="which blocks FiLM modulates: encoder, decoder or both")
+    conditioning.add_argument("--z-input", choices=Z_INPUTS, default=None,
+                              help="feed z to the conditioner as is (onehot) or through a learned embedding")
+    _add_dataset_options(parser, what="train on")
+    parser.add_argument("--synthetic-root", metavar="PATH",
+                        help="where the embedded default data lives (default: $CONDITIONED_SEP_DATA or ~/.cache)")
+    groups["budget and optimisation"].add_argument(
+        "--time-limit", type=float, default=None, metavar="MINUTES",
+        help="stop each model after this many minutes (validates and checkpoints first)")
+
+
+def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """One :class:`TrainConfig` per model the parsed ``train`` arguments ask for (same budget and data for each)."""
+    if args.dedicated is None and (args.with_conditioned and not args.all):
+        raise TrainingError("--with-conditioned goes with --dedicated STEM|all")
+    if args.all and args.dedicated not in (None, "all"):
+        raise TrainingError("--all already trains every model; drop --dedicated")
+    if args.dedicated is not None and args.dedicated != "all" and args.dedicated not in STEMS:
+        raise UnknownStemError(f"unknown stem {args.dedicated!r} for --dedicated; choose one of {STEMS} or 'all'")
+    if args.name and (args.all or args.dedicated == "all" or args.with_conditioned):
+        raise TrainingError("--name names one run; it cannot be used when training several models")
+    targets: list[str | None]
+    if args.all:
+        targets = [None, *STEMS]
+    elif args.dedicated == "all":
+        targets = ([None] if args.with_conditioned else []) + list(STEMS)
+    elif args.dedicated is not None:
+        targets = ([None] if args.with_conditioned else []) + [args.dedicated]
+    else:
+        targets = [None]
+    dataset = _dataset(args)
+    overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
+                                               ("z_input", args.z_input)) if value is not None}
+    if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
+        raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
+    passed = config_values(args, TrainConfig)
+    passed.pop("time_limit", None)
+    time_limit = None if args.time_limit is None else 60 * args.time_limit
+    return [TrainConfig(**passed, target=t, dataset=dataset.kind, data_root=dataset.root, time_limit=time_limit,
+                        model_overrides=overrides if t is None else {})
+            for t in targets]
 
 
 def run_train(args: argparse.Namespace, prog: str) -> int:
     """Trains every model the arguments ask for, one after another; 2 on a user error (printed)."""
-    from .distributed import world
-    from .training import TrainingError, configs_from_args, train_many
-
     try:
-        configs = configs_from_args(args)
+        configs = train_configs(args)
         if not any(c.resume or c.overwrite for c in configs):
             for c in configs:  # every run checked before the first one starts
                 if (c.run_dir / "last.ckpt").exists():

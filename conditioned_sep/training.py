@@ -26,7 +26,6 @@ refusals stop every rank (:mod:`conditioned_sep.distributed`).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import dataclasses
@@ -35,7 +34,6 @@ import io
 import math
 import re
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -59,9 +57,8 @@ from .data.musdb import StemTrack
 from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
 from .fileio import atomic_write_text
-from .film import FILM_KINDS, Z_INPUTS
 from .metrics import new_sdr
-from .models import FILM_PLACES, PRESETS, ConditionedUNet, SeparationModel
+from .models import PRESETS, ConditionedUNet, SeparationModel
 from .runs import DEFAULT_RUN
 from .stems import STEMS, UnknownStemError
 
@@ -820,143 +817,3 @@ def train_many(configs: Sequence[TrainConfig]) -> dict[str, Path]:
     if len(set(names)) != len(names):
         raise TrainingError(f"two runs share a name in {names}; give each its own --name")
     return {c.run_name: train(c) for c in configs}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line (train.py and `conditioned-sep train`)
-# --------------------------------------------------------------------------------------------------------------
-
-DEFAULT_OUT = DEFAULT_RUN  # one definition of the default run folder: conditioned_sep.runs.DEFAULT_RUN
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def _option(group, name: str, **kwargs: Any) -> None:
-    """``--name`` for the TrainConfig field ``name``: default and help read from the field (written once)."""
-    f = _FIELDS[name]
-    default = f.default
-    kwargs.setdefault("type", type(default) if default is not None and not isinstance(default, (bool, Path)) else None)
-    if kwargs["type"] is None:
-        kwargs.pop("type")
-    for key in ("choices", "metavar"):
-        if key in f.metadata:
-            kwargs.setdefault(key, f.metadata[key])
-    shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
-    group.add_argument("--" + name.replace("_", "-"), dest=name, default=default, help=f.metadata["help"] + shown,
-                       **kwargs)
-
-
-def add_arguments(parser):
-    """The options of ``python train.py`` / ``conditioned-sep train``."""
-    what = parser.add_argument_group("what to train")
-    what.add_argument("--dedicated", metavar="STEM", default=None,
-                      help=f"train a dedicated baseline for STEM ({', '.join(STEMS)}) or 'all' four, "
-                           "instead of the conditioned model")
-    what.add_argument("--with-conditioned", action="store_true",
-                      help="with --dedicated: train the conditioned model too (first), same budget")
-    what.add_argument("--all", action="store_true",
-                      help="conditioned model and the four dedicated ones, same data and budget each")
-    _option(what, "preset")
-    conditioning = parser.add_argument_group("conditioning (default: the preset's)")
-    conditioning.add_argument("--film", choices=FILM_KINDS, default=None,
-                              help="FiLM kind: one gamma/beta per block (simple) or per channel (complex)")
-    conditioning.add_argument("--film-where", choices=FILM_PLACES, default=None,
-                              help="which blocks FiLM modulates: encoder, decoder or both")
-    conditioning.add_argument("--z-input", choices=Z_INPUTS, default=None,
-                              help="feed z to the conditioner as is (onehot) or through a learned embedding")
-    data = parser.add_argument_group("data (default: the synthetic songs, generated once)")
-    source = data.add_mutually_exclusive_group()
-    source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
-                        help="MUSDB18 or MUSDB18-HQ folder (without PATH: $MUSDB_PATH)")
-    source.add_argument("--folder", metavar="PATH", help="a folder laid out <split>/<track>/<stem>.wav")
-    source.add_argument("--synthetic-root", metavar="PATH",
-                        help="where the synthetic default lives (default: $CONDITIONED_SEP_DATA or ~/.cache)")
-    budget = parser.add_argument_group("budget and optimisation")
-    _option(budget, "steps", type=int)
-    _option(budget, "epochs", type=int)
-    for name in ("steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final", "warmup_steps", "weight_decay",
-                 "grad_clip", "wave_loss", "ema_decay", "patience"):
-        _option(budget, name)
-    budget.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                        help="stop each model after this many minutes (validates and checkpoints first)")
-    _option(budget, "seed")
-    run = parser.add_argument_group("output")
-    _option(run, "out", type=Path)
-    _option(run, "name", type=str)
-    _option(run, "resume", action="store_true")
-    _option(run, "overwrite", action="store_true")
-    _option(run, "checkpoint_every")
-    _option(run, "tensorboard", action="store_true")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    hardware = parser.add_argument_group("hardware")
-    for name in ("device", "precision", "threads", "workers"):
-        _option(hardware, name, **({"type": str} if name == "threads" else {}))
-    return parser
-
-
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a conditioned separator or dedicated baselines.")
-    return add_arguments(parser)
-
-
-_PASSED = ("preset", "steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final",
-           "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay", "patience", "seed", "out", "name",
-           "resume", "overwrite", "checkpoint_every", "tensorboard", "progress", "device", "precision", "threads",
-           "workers")
-"""TrainConfig fields whose option has the field's name and value."""
-
-
-def configs_from_args(args) -> list[TrainConfig]:
-    """One :class:`TrainConfig` per model the arguments ask for (same budget and data for each)."""
-    if args.dedicated is None and (args.with_conditioned and not args.all):
-        raise TrainingError("--with-conditioned goes with --dedicated STEM|all")
-    if args.all and args.dedicated not in (None, "all"):
-        raise TrainingError("--all already trains every model; drop --dedicated")
-    if args.dedicated is not None and args.dedicated != "all" and args.dedicated not in STEMS:
-        raise UnknownStemError(f"unknown stem {args.dedicated!r} for --dedicated; choose one of {STEMS} or 'all'")
-    if args.name and (args.all or args.dedicated == "all" or args.with_conditioned):
-        raise TrainingError("--name names one run; it cannot be used when training several models")
-    targets: list[str | None]
-    if args.all:
-        targets = [None, *STEMS]
-    elif args.dedicated == "all":
-        targets = ([None] if args.with_conditioned else []) + list(STEMS)
-    elif args.dedicated is not None:
-        targets = ([None] if args.with_conditioned else []) + [args.dedicated]
-    else:
-        targets = [None]
-    if args.musdb is not None:
-        dataset, root = "musdb", (args.musdb or None)
-    elif args.folder is not None:
-        dataset, root = "folder", args.folder
-    else:
-        dataset, root = "default", args.synthetic_root
-    overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
-                                               ("z_input", args.z_input)) if value is not None}
-    if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
-        raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
-    passed = {name: getattr(args, name) for name in _PASSED}
-    time_limit = None if args.time_limit is None else 60 * args.time_limit
-    return [TrainConfig(**passed, target=t, dataset=dataset, data_root=root, time_limit=time_limit,
-                        model_overrides=overrides if t is None else {})
-            for t in targets]
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``python train.py ...``: returns the exit code (2 for a user error, printed to stderr)."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        configs = configs_from_args(args)
-        if not any(c.resume or c.overwrite for c in configs):
-            for c in configs:  # every run checked before the first one starts
-                if (c.run_dir / "last.ckpt").exists():
-                    raise TrainingError(f"{c.run_dir} already holds a run (last.ckpt); pass --resume to continue "
-                                        "it, --overwrite to start again, or another --out / --name")
-        results = train_many(configs)
-    except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    if distributed.world()[0] == 0:
-        for name, path in results.items():
-            print(f"{name}: {path}")
-    return 0

@@ -12,14 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-from conditioned_sep import Separator, training
+from conditioned_sep import Separator, cli, training
 from conditioned_sep.checkpoint import load_checkpoint, save_checkpoint
 from conditioned_sep.data.folder import DatasetError, list_tracks
 from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from conditioned_sep.stems import STEMS, UnknownStemError
-from conditioned_sep.training import (TrainConfig, TrainingError, apply_threads, build_model, build_parser,
-                                      configs_from_args, lr_at, main, resolve_device, separation_loss, train,
-                                      validate)
+from conditioned_sep.cli import train_configs as configs_from_args
+from conditioned_sep.training import (TrainConfig, TrainingError, apply_threads, build_model, lr_at, resolve_device,
+                                      separation_loss, train, validate)
+
+
+def main(argv: list[str]) -> int:
+    """``python train.py ARGV`` in process: the command line lives in conditioned_sep.cli."""
+    return cli.run("train", argv, prog="train.py")
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="train.py")
+    cli.add_train_arguments(parser)
+    return parser
 
 REPO = Path(__file__).resolve().parents[1]
 
