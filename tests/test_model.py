@@ -173,11 +173,11 @@ def test_model_config_is_the_unet_config_and_configs_name_their_architecture():
     assert config_from_dict(data) == cfg
     legacy = {k: v for k, v in data.items() if k != "arch"}  # format-1 checkpoints: no arch, a U-Net
     assert config_from_dict(legacy) == cfg
-    with pytest.raises(ValueError, match="unknown model arch 'transformer'; this library knows \\['unet'\\]"):
+    with pytest.raises(ValueError, match=r"unknown model arch 'transformer'; this library knows \['bandsplit', 'unet'\]"):
         config_from_dict({**data, "arch": "transformer"})
     with pytest.raises(ValueError, match="UNetConfig is the config of arch 'unet', got arch='other'"):
         UNetConfig.from_dict({**data, "arch": "other"})
-    assert set(ARCHITECTURES) == {"unet"} and ARCHITECTURES["unet"] == (UNetConfig, ConditionedUNet)
+    assert set(ARCHITECTURES) == {"unet", "bandsplit"} and ARCHITECTURES["unet"] == (UNetConfig, ConditionedUNet)
     model = build_model(cfg)
     assert type(model) is ConditionedUNet and model.config is cfg
 
@@ -271,7 +271,8 @@ def test_unet_layout_follows_the_config():
 
 
 def test_importing_models_needs_nothing_beyond_torch():
-    code = ("import sys, torch, einops; before = set(sys.modules); import conditioned_sep.models; "
+    # beyond torch, einops and the rotary embeddings of the band-split model
+    code = ("import sys, torch, einops, rotary_embedding_torch; before = set(sys.modules); import conditioned_sep.models; "
             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['conditioned_sep']"
