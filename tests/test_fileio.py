@@ -70,3 +70,12 @@ def test_atomic_folder_removes_partials_of_dead_processes_only(tmp_path):
     with atomic_folder(tmp_path / "song"):
         pass
     assert not dead.exists() and alive.exists()
+
+
+def test_atomic_write_cleans_temporary_files_that_killed_writers_left(tmp_path):
+    dead = tmp_path / ".best.ckpt.partial-999999999-abc.tmp.ckpt"  # what a SIGKILL during a save leaves
+    alive = tmp_path / f".best.ckpt.partial-{os.getpid()}-abc.tmp.ckpt"
+    dead.write_bytes(b"x" * 100)
+    alive.write_bytes(b"y")
+    atomic_write_text(tmp_path / "best.ckpt", "new")
+    assert not dead.exists() and alive.exists() and (tmp_path / "best.ckpt").read_text() == "new"
