@@ -62,7 +62,7 @@ from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
 from .fileio import atomic_write_text
-from .metrics import METRICS, bss_eval, new_sdr
+from .metrics import METRICS, ReferenceSet, new_sdr
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
 from .spectral import ISTFT, STFT
@@ -295,15 +295,25 @@ def _conditions_for(row: _Row, sums: list[StemQuery]) -> list[StemQuery]:
 
 
 def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.ndarray,
-           estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int) -> list[ConditionScores]:
-    """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring)."""
+           estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int,
+           prepared: dict[tuple[str, ...], ReferenceSet] | None = None) -> list[ConditionScores]:
+    """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring).
+
+    ``prepared`` keeps each scoring set's reference side (:class:`~conditioned_sep.metrics.ReferenceSet`: the
+    reference correlations, the solver, the condition figure) for the other rows of the same track: give every row
+    of a track the same dict (empty for the track's first row) and the track is prepared once for all rows. Sources
+    go in as lists of per-source arrays, so nothing the size of the track is stacked.
+    """
+    prepared = {} if prepared is None else prepared
     refs = {s: references[i] for i, s in enumerate(STEMS)}
     ests = {s: estimates.get(s, mixture) for s in STEMS}  # a stem the row cannot answer: the mixture stands in
     scores: list[ConditionScores] = []
     singles = [q for q in queries if q.is_single]
     if singles:
-        ref, est = np.stack([refs[s] for s in STEMS]), np.stack([ests[s] for s in STEMS])
-        result, whole = bss_eval(ref, est, sample_rate=rate), _whole_track_sdr(ref, est)
+        if STEMS not in prepared:
+            prepared[STEMS] = ReferenceSet(references, sample_rate=rate)
+        est = [ests[s] for s in STEMS]
+        result, whole = prepared[STEMS].evaluate(est), _whole_track_sdr(list(references), est)
         for q in singles:
             i = STEMS.index(q.stems[0])
             scores.append(_condition_scores(row_name, track_name, q.name, scoring_set(q), result, i, whole[i]))
@@ -311,19 +321,21 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
         if q.is_single:
             continue
         sources = scoring_set(q)
-        ref = np.stack([sum(refs[s] for s in q.stems), *(refs[s] for s in sources[1:])])
-        est = np.stack([estimates[q.name], *(ests[s] for s in sources[1:])])
-        result = bss_eval(ref, est, sample_rate=rate)
+        target = sum(refs[s] for s in q.stems)
+        if sources not in prepared:
+            prepared[sources] = ReferenceSet([target, *(refs[s] for s in sources[1:])], sample_rate=rate)
+        result = prepared[sources].evaluate([estimates[q.name], *(ests[s] for s in sources[1:])])
         scores.append(_condition_scores(row_name, track_name, q.name, sources, result, 0,
-                                        _whole_track_sdr(ref[:1], est[:1])[0]))
+                                        _whole_track_sdr([target], [estimates[q.name]])[0]))
     return scores
 
 
-def _whole_track_sdr(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
-    """MDX new SDR per source ``(sources,)``, NaN for a reference that is silent for the whole track: MDX's formula
-    gives it -100 dB (or +100 dB), which would drag every median and mean; BSS Eval leaves such sources out too."""
+def _whole_track_sdr(ref: Sequence[np.ndarray], est: Sequence[np.ndarray]) -> np.ndarray:
+    """MDX new SDR per source ``(sources,)`` of per-source ``(channels, samples)`` arrays, NaN for a reference that is
+    silent for the whole track: MDX's formula gives it -100 dB (or +100 dB), which would drag every median and mean;
+    BSS Eval leaves such sources out too."""
     sdr = new_sdr(ref, est)
-    return np.where(np.any(ref != 0, axis=(1, 2)), sdr, np.nan)
+    return np.where([np.any(r != 0) for r in ref], sdr, np.nan)
 
 
 def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
@@ -402,6 +414,7 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
     references = np.asarray(track.load(stems=STEMS), dtype=np.float32)  # (4, c, samples)
     mixture = references.sum(0)
     records = []
+    prepared: dict = {}  # one factorisation of each scoring set's references, shared by every row
     for row in rows:
         if row.name not in todo:
             continue
@@ -412,7 +425,7 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
                 path = _estimate_path(config, row.name, track, q.name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_audio(path, estimates[q.name], rate, subtype="FLOAT")
-        scores = _score(row.name, track.name, references, mixture, estimates, queries, rate)
+        scores = _score(row.name, track.name, references, mixture, estimates, queries, rate, prepared=prepared)
         record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, sums),
                               scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
         _write_outputs_for_track(config, record, track_split(track, config))
