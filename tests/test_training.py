@@ -86,7 +86,8 @@ def test_training_lowers_the_loss_and_writes_a_loadable_run(tmp_path, tiny_synth
 
 
 def test_same_seed_same_losses_whatever_the_loader_workers_other_seed_other_losses(tmp_path, tiny_synthetic):
-    runs = [train(_config(tmp_path, tiny_synthetic, name=f"r{i}", seed=s, workers=w))
+    # one thread each: thread counts change float reductions, and auto gives each worker count its own
+    runs = [train(_config(tmp_path, tiny_synthetic, name=f"r{i}", seed=s, workers=w, threads=1))
             for i, (s, w) in enumerate(((5, 0), (5, 2), (6, 0)))]
     logs = [[(r["train_loss"], r["valid_loss"]) for r in _log(p.parent)] for p in runs]
     assert logs[0] == logs[1]  # examples drawn in two worker processes are those of the main thread
@@ -449,3 +450,16 @@ def test_distributed_run_refused_by_rank_0_stops_every_rank(tmp_path, hq_folder)
     assert [proc.returncode for proc in procs] == [2, 2], errors
     assert "no validation track holds the stem 'bass'" in errors[0]
     assert "rank 0 stopped the run" in errors[1]
+
+
+def test_auto_threads_leave_a_core_to_each_loader_worker(monkeypatch):
+    from conditioned_sep.training import auto_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert auto_threads(device=torch.device("cpu"), workers=1) == 1
+    assert auto_threads(device=torch.device("cpu"), workers=0) == 2
+    assert auto_threads(device=torch.device("cpu"), workers=4) == 1
+    assert auto_threads(device=torch.device("cuda"), workers=1) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert auto_threads(device=torch.device("cpu"), workers=1) is None
