@@ -23,8 +23,12 @@ Dedicated sets answer a sum by summing their single-stem outputs, the conditione
 
 Results folder (``out``)::
 
-    results.md, results.csv        per-condition table, differences with Wilcoxon p, cost
-    frames.csv                     every frame of every model, track and condition
+    results.md, results.csv        per-condition table with bootstrap intervals, differences with intervals,
+                                   verdicts and Wilcoxon p, cost
+    frames.csv                     every frame of every model (and seed), track and condition, with each frame's
+                                   numerical sensitivity and unstable flag
+    condition.csv                  per model, track and condition: the references' condition figure (gram_rcond)
+                                   and the count of frames whose ISR/SIR/SAR are not stable to 0.1 dB
     sdr.png sir.png sar.png isr.png new_sdr.png
     museval/<model>/<split>/<track>.json   museval format (``museval.MethodStore().add_eval_dir``)
     tracks/<model>/<track>.json    the resume cache: one file per model and track, written atomically
@@ -72,7 +76,7 @@ DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
 """Sums of stems evaluated besides the four single stems."""
 
 ORACLES = ("irm2", "irm1", "none")
-CACHE_VERSION = 2  # 2: unit-bearing window_seconds / hop_seconds
+CACHE_VERSION = 3  # 2: unit-bearing window_seconds / hop_seconds; 3: seed, sensitivity, gram_rcond
 _FALLBACK_STFT = (4096, 1024)
 _ORACLE_CHUNK = 1 << 18  # samples per oracle stretch (~6 s at 44.1 kHz): bounds the oracle's STFT memory
 
@@ -176,9 +180,13 @@ def _sha256(path: Path) -> str:
 
 
 class _Row:
-    """One row of the results: a separator, the oracle or the mixture. ``estimate`` returns numpy estimates."""
+    """One row of the results: a separator, the oracle or the mixture. ``estimate`` returns numpy estimates.
+
+    ``name`` is unique (the cache's key); ``model`` is the name in the tables, shared by the seeds of one model."""
 
     name: str
+    model: str
+    seed: int | None = None
     kind: str
     stems: tuple[str, ...]
     num_parameters: int | None = None
@@ -192,7 +200,7 @@ class _Row:
 class _SeparatorRow(_Row):
     def __init__(self, spec: ModelSpec, *, niter: int, device: str) -> None:
         self.separator = spec.load(niter=niter, device=device)
-        self.name = spec.name
+        self.name, self.model, self.seed = spec.label, spec.name, spec.seed
         self.kind = "conditioned" if self.separator.is_conditioned else "dedicated"
         self.stems = tuple(self.separator.stems)
         self.num_parameters = int(self.separator.num_parameters)
@@ -235,6 +243,7 @@ class _OracleRow(_Row):
             raise EvaluationError(f"oracle chunk ({chunk} samples) must be at least one hop ({hop_length})")
         self.power = {"irm1": 1, "irm2": 2}[kind]
         self.name, self.kind, self.stems = f"oracle-{kind}", "reference", STEMS
+        self.model = self.name
         self.stft, self.istft = STFT(n_fft=n_fft, hop_length=hop_length), ISTFT(n_fft=n_fft, hop_length=hop_length)
         self.chunk = chunk // hop_length * hop_length
         self.fingerprint = f"{self.name}|{n_fft}|{hop_length}"
@@ -268,6 +277,7 @@ class _OracleRow(_Row):
 class _MixtureRow(_Row):
     def __init__(self) -> None:
         self.name, self.kind, self.stems, self.fingerprint = "mixture", "reference", STEMS, "mixture"
+        self.model = self.name
 
     def estimate(self, mixture, references, queries, rate):
         return {q.name: mixture for q in queries}, 0.0
@@ -294,7 +304,7 @@ def _conditions_for(row: _Row, sums: list[StemQuery]) -> list[StemQuery]:
     return singles + [q for q in sums if set(q.stems) <= answered]
 
 
-def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.ndarray,
+def _score(row: _Row, track_name: str, references: np.ndarray, mixture: np.ndarray,
            estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int,
            prepared: dict[tuple[str, ...], ReferenceSet] | None = None) -> list[ConditionScores]:
     """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring).
@@ -316,7 +326,7 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
         result, whole = prepared[STEMS].evaluate(est), _whole_track_sdr(list(references), est)
         for q in singles:
             i = STEMS.index(q.stems[0])
-            scores.append(_condition_scores(row_name, track_name, q.name, scoring_set(q), result, i, whole[i]))
+            scores.append(_condition_scores(row, track_name, q.name, scoring_set(q), result, i, whole[i]))
     for q in queries:
         if q.is_single:
             continue
@@ -325,7 +335,7 @@ def _score(row_name: str, track_name: str, references: np.ndarray, mixture: np.n
         if sources not in prepared:
             prepared[sources] = ReferenceSet([target, *(refs[s] for s in sources[1:])], sample_rate=rate)
         result = prepared[sources].evaluate([estimates[q.name], *(ests[s] for s in sources[1:])])
-        scores.append(_condition_scores(row_name, track_name, q.name, sources, result, 0,
+        scores.append(_condition_scores(row, track_name, q.name, sources, result, 0,
                                         _whole_track_sdr([target], [estimates[q.name]])[0]))
     return scores
 
@@ -338,11 +348,13 @@ def _whole_track_sdr(ref: Sequence[np.ndarray], est: Sequence[np.ndarray]) -> np
     return np.where([np.any(r != 0) for r in ref], sdr, np.nan)
 
 
-def _condition_scores(model, track, condition, sources, result, index, nsdr) -> ConditionScores:
+def _condition_scores(row: _Row, track, condition, sources, result, index, nsdr) -> ConditionScores:
     frames = {m: np.asarray(getattr(result, m.lower())[index], dtype=np.float64) for m in METRICS}
-    return ConditionScores(model=model, track=track, condition=condition, sources=tuple(sources), frames=frames,
+    sensitivity = None if result.sensitivity is None else np.asarray(result.sensitivity[index], dtype=np.float64)
+    return ConditionScores(model=row.model, track=track, condition=condition, sources=tuple(sources), frames=frames,
                            new_sdr=float(nsdr), window_seconds=result.window_samples / result.sample_rate,
-                           hop_seconds=result.hop_samples / result.sample_rate)
+                           hop_seconds=result.hop_samples / result.sample_rate, seed=row.seed,
+                           sensitivity=sensitivity, gram_rcond=float(result.gram_rcond))
 
 
 @dataclass
@@ -425,7 +437,7 @@ def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig
                 path = _estimate_path(config, row.name, track, q.name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_audio(path, estimates[q.name], rate, subtype="FLOAT")
-        scores = _score(row.name, track.name, references, mixture, estimates, queries, rate, prepared=prepared)
+        scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared)
         record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, sums),
                               scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
         _write_outputs_for_track(config, record, track_split(track, config))
@@ -580,23 +592,24 @@ def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> Evaluation
     out = Path(config.out)
     scores = [s for row in rows for t in tracks for s in records[(row.name, t.name)].scores]
     table = report.summarize(scores)
-    comparisons = [c for a in rows if a.kind == "conditioned" for b in rows if b.kind == "dedicated"
-                   for c in report.compare(scores, conditioned=a.name, dedicated=b.name)]
+    kinds = {row.model: row.kind for row in rows}
+    comparisons = [c for a, ka in kinds.items() if ka == "conditioned" for b, kb in kinds.items() if kb == "dedicated"
+                   for c in report.compare(scores, conditioned=a, dedicated=b)]
     costs = []
-    for row in rows:
-        mine = [records[(row.name, t.name)] for t in tracks]
-        costs.append(ModelCost(model=row.name, kind=row.kind, num_parameters=row.num_parameters,
+    for model, kind in kinds.items():  # the seeds of a model together: their time over their audio
+        mine = [records[(row.name, t.name)] for row in rows if row.model == model for t in tracks]
+        first = next(row for row in rows if row.model == model)
+        costs.append(ModelCost(model=model, kind=kind, num_parameters=first.num_parameters,
                                seconds=sum(r.seconds for r in mine), audio_seconds=sum(r.audio_seconds for r in mine),
-                               tracks=len(mine)))
-    source = {"default": "the embedded default dataset", "folder": f"{config.dataset.root}",
-              "musdb": f"MUSDB18 at {config.dataset.root or '$MUSDB_PATH'}"}[config.dataset.kind]
+                               tracks=len(tracks)))
     n = len(tracks)
-    title = f"{n} track{'s' if n != 1 else ''} of the {config.split} split of {source}"
+    title = f"{n} track{'s' if n != 1 else ''} of the {config.split} split of {config.dataset.describe()}"
     markdown = report.markdown_tables(table, comparisons=comparisons, costs=costs, title=title) + _notes(rows)
     files = {
         "results.md": out / "results.md",
         "results.csv": report.write_results_csv(out / "results.csv", table, comparisons=comparisons, costs=costs),
         "frames.csv": report.write_frames_csv(out / "frames.csv", scores),
+        "condition.csv": report.write_condition_csv(out / "condition.csv", scores),
     }
     atomic_write_text(files["results.md"], markdown)
     for path in report.plot_metrics(out, scores):

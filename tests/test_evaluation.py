@@ -120,6 +120,9 @@ def test_sum_condition_is_scored_in_its_own_set(full_run, stem_folder):
     assert got.sources == ("accompaniment", "vocals")
     np.testing.assert_allclose(got.frames["SIR"], expected.sir[0], atol=1e-9)
     np.testing.assert_allclose(got.frames["SDR"], expected.sdr[0], atol=1e-9)
+    # the condition figure and the per-frame sensitivity travel with the scores
+    assert got.gram_rcond == pytest.approx(expected.gram_rcond, rel=1e-6)
+    np.testing.assert_array_equal(got.unstable, expected.unstable[0])
 
 
 def test_frames_csv_holds_every_frame(full_run):
@@ -128,6 +131,16 @@ def test_frames_csv_holds_every_frame(full_run):
         rows = list(csv.DictReader(f))
     assert len(rows) == sum(len(s.frames["SDR"]) for s in result.scores)
     assert {r["model"] for r in rows} == {"conditioned", "dedicated", "oracle-irm2", "mixture"}
+    assert sum(int(r["unstable"]) for r in rows) == sum(int(s.unstable.sum()) for s in result.scores)
+    with open(out / "condition.csv", newline="") as f:
+        condition = list(csv.DictReader(f))
+    assert len(condition) == len(result.scores)
+    # the condition figure depends on the references only: every row of a track and scoring set shares it
+    by_problem: dict = {}
+    for r in condition:
+        by_problem.setdefault((r["track"], r["sources"]), set()).add(r["gram_rcond"])
+    assert all(len(v) == 1 for v in by_problem.values())
+    assert all(0 < float(r["gram_rcond"]) <= 1 for r in condition)
 
 
 def test_museval_reads_the_json_back(full_run):
@@ -207,7 +220,7 @@ def test_main_prints_the_table_and_reports_errors(tmp_path, run_folder, stem_fol
     assert code == 0
     printed = capsys.readouterr().out
     assert "## SDR" in printed and "| conditioned |" in printed and "| mixture |" in printed
-    assert "# 1 track of the test split of MUSDB18" in printed
+    assert "# 1 track of the test split of musdb:" in printed
     assert cli.run("evaluate", [str(tmp_path / "missing.ckpt"), "--folder", str(stem_folder)]) == 2
     assert "not found" in capsys.readouterr().err
     assert cli.run("evaluate", [str(run_folder), "--folder", str(tmp_path / "empty")]) == 2

@@ -95,13 +95,14 @@ def test_markdown_tables_show_medians_means_differences_and_costs(scores):
     text = report.markdown_tables(rows, comparisons=comparisons, costs=costs, title="test")
     cell = {(r.model, r.condition, r.metric): r for r in rows}
     r = cell[("conditioned", "vocals", "SDR")]
-    assert f"| conditioned | {r.median:.2f} ({r.mean:.2f}) |" in text
+    assert f"| conditioned | {r.median:.2f} ({r.mean:.2f}) [{r.ci_low:.2f}, {r.ci_high:.2f}] |" in text
     avg = np.mean([cell[("conditioned", s, "SDR")].median for s in ("vocals", "drums", "bass", "other")])
     assert f"{avg:.2f} (" in text
     for header in ("## SDR", "## SIR", "## SAR", "## ISR", "## new SDR", "conditioned minus dedicated", "## Cost"):
         assert header in text
     c = {(x.condition, x.metric): x for x in comparisons}[("bass", "SDR")]
-    assert f"{c.median_diff:+.2f} (p={c.p_value:.3f})" in text
+    assert f"{c.median_diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}] {c.verdict} (p={c.p_value:.3f})" in text
+    assert c.verdict == "better"  # every track is 0.5 to 1.0 dB better
     assert "| conditioned | conditioned | 1,234,567 | 2.0 | 2.00 | 6 |" in text  # 2 s for 60 s: 2 s per minute
 
 
@@ -150,3 +151,83 @@ def test_one_aggregation_inf_frames_count_as_nan_as_in_museval_files():
     assert row.median == float(theirs.median) and row.mean == float(theirs.mean)
     assert report.track_table(scores, "SDR")[("m", "vocals")] == {"t0": 1.5, "t1": pytest.approx(np.nan, nan_ok=True),
                                                                   "t2": 5.0}
+
+
+def test_bootstrap_interval_covers_the_true_median_about_95_percent():
+    # tracks drawn from N(2, 1): the population median is 2; a 95% interval should cover it in roughly 95% of
+    # data sets (percentile bootstrap of a median with 25 tracks: a little under, hence the band)
+    rng = np.random.default_rng(1)
+    covered = 0
+    for k in range(200):
+        sample = rng.normal(2.0, 1.0, size=(25, 1))
+        low, high = report.bootstrap_median(sample, resamples=1000, seed=k)
+        assert low <= np.median(sample) <= high
+        covered += low <= 2.0 <= high
+    assert 0.86 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_seed_variation_widens_the_interval_and_one_unit_has_none():
+    rng = np.random.default_rng(2)
+    tracks = rng.normal(0.0, 1.0, size=(10, 1))
+    steady = np.repeat(tracks, 3, axis=1)  # three seeds that agree
+    noisy = tracks + np.array([[-2.0, 0.0, 2.0]])  # three seeds 2 dB apart
+    w_steady = np.subtract(*report.bootstrap_median(steady)[::-1])
+    w_noisy = np.subtract(*report.bootstrap_median(noisy)[::-1])
+    assert w_noisy > w_steady + 0.5
+    assert all(math.isnan(v) for v in report.bootstrap_median(np.array([[1.0]])))
+    low, high = report.bootstrap_median(np.array([[1.0, 3.0]]))  # one track, two seeds: seeds alone resampled
+    assert (low, high) == (pytest.approx(1.0), pytest.approx(3.0))
+
+
+def test_verdicts():
+    assert report.verdict(0.1, 0.5) == "better"
+    assert report.verdict(-0.5, -0.1) == "worse"
+    assert report.verdict(-0.1, 0.5) == "level"
+    assert report.verdict(float("nan"), float("nan")) == "n/a"
+
+
+def test_seeds_average_per_track_and_compare_pairs_over_tracks():
+    scores = []
+    for t in range(8):
+        for seed in range(3):
+            # conditioned: track t scores t + seed offset; dedicated: t + 0.2 (one seed shift cancels in the mean)
+            scores.append(_scores("conditioned", f"t{t}", "vocals", [t + seed - 1.0] * 3, new_sdr=0.0))
+            scores[-1].seed = seed
+            d = _scores("dedicated", f"t{t}", "vocals", [t + 0.2 + (seed - 1.0) * 0.1] * 3)
+            d.seed = seed
+            scores.append(d)
+    rows = {(r.model, r.metric): r for r in report.summarize(scores) if r.condition == "vocals"}
+    r = rows[("conditioned", "SDR")]
+    assert (r.seeds, r.tracks) == (3, 8)
+    assert r.median == pytest.approx(np.median(np.arange(8.0)))  # the mean over seeds of t + seed - 1 is t
+    assert r.ci_low < r.median < r.ci_high
+    c = next(c for c in report.compare(scores, conditioned="conditioned", dedicated="dedicated")
+             if (c.condition, c.metric) == ("vocals", "SDR"))
+    assert c.median_diff == pytest.approx(-0.2) and c.seeds == (3, 3)
+    # the conditioned seeds spread 2 dB: -0.2 dB is within seed noise
+    assert c.ci_low < 0 < c.ci_high and c.verdict == "level"
+
+
+def test_unstable_frames_are_counted_flagged_and_written(tmp_path):
+    s = _scores("conditioned", "t0", "vocals", [1.0, 2.0, 3.0, np.nan])
+    s.sensitivity = np.array([0.0, 0.5, np.nan, np.nan])  # frame 1 moves 0.5 dB, frame 2 unknown, frame 3 unscored
+    s.gram_rcond = 3e-17
+    assert s.unstable.tolist() == [False, True, True, False]
+    ok = _scores("conditioned", "t1", "vocals", [1.0, 2.0])
+    ok.sensitivity = np.zeros(2)
+    rows = report.summarize([s, ok])
+    by = {r.metric: r for r in rows}
+    assert (by["SIR"].unstable_frames, by["SIR"].frames) == (2, 6)
+    assert by["SDR"].unstable_frames == 0  # SDR needs no filters
+    text = report.markdown_tables(rows)
+    assert "conditioned vocals: 2 of 6 frames" in text and "\u2020" in text
+    with open(report.write_frames_csv(tmp_path / "frames.csv", [s, ok]), newline="") as f:
+        frames = list(csv.DictReader(f))
+    assert [r["unstable"] for r in frames] == ["0", "1", "1", "0", "0", "0"]
+    with open(report.write_condition_csv(tmp_path / "condition.csv", [s, ok]), newline="") as f:
+        cond = list(csv.DictReader(f))
+    assert (cond[0]["gram_rcond"], cond[0]["unstable_frames"], cond[0]["max_sensitivity_db"]) == ("3.000e-17", "2",
+                                                                                                   "0.5")
+    # round trip through the resume cache keeps seed, sensitivity and condition figure
+    back = ConditionScores.from_dict(s.to_dict())
+    assert back.unstable.tolist() == s.unstable.tolist() and back.gram_rcond == 3e-17 and back.seed is None
