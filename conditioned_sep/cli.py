@@ -25,10 +25,10 @@ from .data.sources import DatasetSpec
 from .distributed import world
 from .evaluation import EvalConfig, evaluate
 from .film import FILM_KINDS, Z_INPUTS
-from .models import FILM_PLACES
-from .runs import DEFAULT_RUN, choose_checkpoint, discover_models
-from .stems import STEMS, UnknownStemError, parse_queries
-from .training import TrainConfig, TrainingError, train_many
+from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
+from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
+from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
+from .training import TrainConfig, TrainingError, apply_budget, train_many
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
@@ -91,7 +91,7 @@ def add_config_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
             parser.add_argument(flag, action=action, help=meta["help"] + (" off" if default else ""), **kwargs)
             continue
         kwargs["type"] = _comma_list(element) if is_tuple else element
-        shown = ",".join(map(str, default)) if is_tuple else default
+        shown = ",".join(map(str, default)) if is_tuple and default is not None else default
         for key in ("choices", "metavar"):
             if key in meta:
                 kwargs[key] = meta[key]
@@ -108,17 +108,32 @@ def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 def _dataset(args: argparse.Namespace) -> DatasetSpec:
     if args.musdb is not None:
         return DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
+    if args.moisesdb is not None:
+        return DatasetSpec("moisesdb", Path(args.moisesdb) if args.moisesdb else None)
     if args.folder is not None:
         return DatasetSpec("folder", Path(args.folder))
-    return DatasetSpec("default", getattr(args, "synthetic_root", None))
+    return DatasetSpec(args.dataset, args.data_root)
+
+
+_GENERATED = ("default", "synthetic", "stempeg")
+"""Dataset kinds chosen by name (--dataset); the others have their own option that takes their root."""
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
-    data = parser.add_argument_group("data (default: the embedded default data, generated once)")
+    data = parser.add_argument_group(
+        "data (default: the embedded default data: songs rendered from sampled instruments, generated once)")
     source = data.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=_GENERATED, default="default",
+                        help=f"{what} the rendered default songs (default), the oscillator-made synthetic songs "
+                             "(the first version's data), or stempeg's 6 s MUSDB18 excerpt (test split only)")
     source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
                         help=f"{what} MUSDB18 or MUSDB18-HQ (the root; without PATH, $MUSDB_PATH)")
+    source.add_argument("--moisesdb", metavar="PATH", nargs="?", const="", default=None,
+                        help=f"{what} MoisesDB (the root; without PATH, $MOISESDB_PATH): instrument-level stems")
     source.add_argument("--folder", metavar="PATH", help=f"{what} a stem folder <split>/<track>/<stem>.wav")
+    data.add_argument("--data-root", "--synthetic-root", metavar="PATH", type=Path, default=None,
+                      help="where --dataset default / synthetic is generated (default: under $CONDITIONED_SEP_DATA, "
+                           "else ~/.cache/conditioned-sep)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -252,10 +267,10 @@ def run_evaluate(args: argparse.Namespace, prog: str) -> int:
 
 
 _TRAIN_OPTIONS = {
-    "what to train": ("preset",),
-    "budget and optimisation": ("steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr", "lr_final",
-                                "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay", "patience",
-                                "valid_seconds", "seed"),
+    "what to train": ("arch", "preset", "stems"),
+    "budget and optimisation": ("budget", "steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr",
+                                "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay",
+                                "patience", "valid_seconds", "seed"),
     "output": ("out", "name", "resume", "overwrite", "checkpoint_every", "tensorboard", "progress"),
     "hardware": ("device", "precision", "threads", "workers"),
 }
@@ -270,41 +285,54 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"train a dedicated baseline for STEM ({', '.join(STEMS)}) or 'all' four, "
                            "instead of the conditioned model")
     what.add_argument("--with-conditioned", action="store_true",
-                      help="with --dedicated: train the conditioned model too (first), same budget")
+                      help="with --dedicated: train the conditioned model too (first; budget: see --budget)")
     what.add_argument("--all", action="store_true",
-                      help="conditioned model and the four dedicated ones, same data and budget each")
+                      help="conditioned model and the four dedicated ones, same data (budget: see --budget)")
+    what.add_argument("--seeds", type=int, default=1, metavar="N",
+                      help="train every model with N seeds: --seed, --seed + 1, ...; with N > 1 the models of "
+                           f"seed k go to <out>/{SEED_FOLDER.format(seed='<k>')}/ (default: 1, straight in <out>)")
     for title, names in _TRAIN_OPTIONS.items():
         add_config_options(groups[title], TrainConfig, names=names)
     conditioning = parser.add_argument_group("conditioning (default: the preset's)")
     conditioning.add_argument("--film", choices=FILM_KINDS, default=None,
-                              help="FiLM kind: one gamma/beta per block (simple) or per channel (complex)")
-    conditioning.add_argument("--film-where", choices=FILM_PLACES, default=None,
-                              help="which blocks FiLM modulates: encoder, decoder or both")
+                              help="FiLM kind: one gamma/beta per block (simple) or per channel (complex); U-Net only")
+    conditioning.add_argument("--film-where", choices=tuple(dict.fromkeys(FILM_PLACES + BANDSPLIT_FILM_PLACES)),
+                              default=None,
+                              help=f"where FiLM modulates: U-Net {', '.join(FILM_PLACES)}; band-split "
+                                   f"{', '.join(BANDSPLIT_FILM_PLACES)}")
     conditioning.add_argument("--z-input", choices=Z_INPUTS, default=None,
-                              help="feed z to the conditioner as is (onehot) or through a learned embedding")
+                              help="feed z to the conditioner as is (onehot) or through a learned embedding; U-Net "
+                                   "only")
     _add_dataset_options(parser, what="train on")
-    parser.add_argument("--synthetic-root", metavar="PATH",
-                        help="where the embedded default data lives (default: $CONDITIONED_SEP_DATA or ~/.cache)")
     groups["budget and optimisation"].add_argument(
         "--time-limit", type=float, default=None, metavar="MINUTES",
-        help="stop each model after this many minutes (validates and checkpoints first)")
+        help="stop each model after this many minutes (validates and checkpoints first; an equal-compute "
+             "conditioned model gets the sum of the dedicated models' limits, see --budget)")
 
 
-def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
-    """One :class:`TrainConfig` per model the parsed ``train`` arguments ask for (same budget and data for each)."""
+def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = None) -> list[TrainConfig]:
+    """One :class:`TrainConfig` per model and seed the parsed ``train`` arguments ask for (same data for each;
+    budgets by ``--budget``, :func:`~conditioned_sep.training.apply_budget`), seed by seed.
+
+    ``stems``: the vocabulary the dedicated models come from (``--dedicated all`` and ``--all`` train one per
+    stem), which also scales the budget of an equal-compute conditioned model trained alone.
+    """
+    stems = check_vocabulary(args.stems if stems is None else stems)
     if args.dedicated is None and (args.with_conditioned and not args.all):
         raise TrainingError("--with-conditioned goes with --dedicated STEM|all")
     if args.all and args.dedicated not in (None, "all"):
         raise TrainingError("--all already trains every model; drop --dedicated")
-    if args.dedicated is not None and args.dedicated != "all" and args.dedicated not in STEMS:
-        raise UnknownStemError(f"unknown stem {args.dedicated!r} for --dedicated; choose one of {STEMS} or 'all'")
+    if args.dedicated is not None and args.dedicated != "all" and args.dedicated not in stems:
+        raise UnknownStemError(f"unknown stem {args.dedicated!r} for --dedicated; choose one of {stems} or 'all'")
     if args.name and (args.all or args.dedicated == "all" or args.with_conditioned):
         raise TrainingError("--name names one run; it cannot be used when training several models")
+    if args.seeds < 1:
+        raise TrainingError(f"--seeds must be a positive number of seeds, got {args.seeds}")
     targets: list[str | None]
     if args.all:
-        targets = [None, *STEMS]
+        targets = [None, *stems]
     elif args.dedicated == "all":
-        targets = ([None] if args.with_conditioned else []) + list(STEMS)
+        targets = ([None] if args.with_conditioned else []) + list(stems)
     elif args.dedicated is not None:
         targets = ([None] if args.with_conditioned else []) + [args.dedicated]
     else:
@@ -315,11 +343,28 @@ def train_configs(args: argparse.Namespace) -> list[TrainConfig]:
     if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
     passed = config_values(args, TrainConfig)
-    passed.pop("time_limit", None)
+    for key in ("time_limit", "seed", "out"):  # set per seed, or converted, below
+        passed.pop(key, None)
     time_limit = None if args.time_limit is None else 60 * args.time_limit
-    return [TrainConfig(**passed, target=t, dataset=dataset.kind, data_root=dataset.root, time_limit=time_limit,
-                        model_overrides=overrides if t is None else {})
-            for t in targets]
+    configs: list[TrainConfig] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        out = Path(args.out) if args.seeds == 1 else Path(args.out) / SEED_FOLDER.format(seed=seed)
+        group = [TrainConfig(**passed, out=out, seed=seed, target=t, dataset=dataset.kind, data_root=dataset.root,
+                             time_limit=time_limit, model_overrides=overrides if t is None else {})
+                 for t in targets]
+        configs.extend(apply_budget(group, n_stems=len(stems)))
+    return configs
+
+
+def _budget_line(config: TrainConfig) -> str:
+    """What one model gets, e.g. ``runs/x/conditioned: unet small, seed 0, 8000 steps (equal-compute: 4 x)``."""
+    parts = [f"{config.total_steps} steps"]
+    if config.epochs:
+        parts.append(f"at most {config.epochs} epochs")
+    if config.time_limit:
+        parts.append(f"at most {config.time_limit / 60:g} min")
+    scale = f" ({config.budget}: {config.budget_scale} x a dedicated model's)" if config.budget_scale > 1 else ""
+    return f"{config.run_dir}: {config.arch} {config.preset}, seed {config.seed}, {', '.join(parts)}{scale}"
 
 
 def run_train(args: argparse.Namespace, prog: str) -> int:
@@ -327,17 +372,20 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
     try:
         configs = train_configs(args)
         if not any(c.resume or c.overwrite for c in configs):
-            for c in configs:  # every run checked before the first one starts
+            for c in configs:  # every run (of every seed) checked before the first one starts
                 if (c.run_dir / "last.ckpt").exists():
                     raise TrainingError(f"{c.run_dir} already holds a run (last.ckpt); pass --resume to continue "
                                         "it, --overwrite to start again, or another --out / --name")
+        if world()[0] == 0:
+            for c in configs:
+                print(_budget_line(c), file=sys.stderr)
         results = train_many(configs)
     except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     if world()[0] == 0:
-        for name, path in results.items():
-            print(f"{name}: {path}")
+        for run_dir, path in results.items():
+            print(f"{run_dir}: {path}")
     return 0
 
 

@@ -70,7 +70,8 @@ from .metrics import METRICS, ReferenceSet, new_sdr
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
 from .spectral import ISTFT, STFT
-from .stems import STEMS, StemQuery, parse_queries
+from .data.vocabulary import load_references
+from .stems import FINE_STEMS, STEMS, StemQuery, check_vocabulary, expand, parse_queries
 
 DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
 """Sums of stems evaluated besides the four single stems."""
@@ -116,33 +117,49 @@ class EvalConfig:
     device: str = field(default="cpu", metadata={"help": "torch device of the separators"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     restart: bool = field(default=False, metadata={"help": "score every track again (ignore the cache)"})
+    stems: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "the stem vocabulary scored, comma-separated (default: the first model's, else vocals,drums,bass,"
+                "other); every model must have it"})
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.estimates = None if self.estimates is None else Path(self.estimates)
-        self.sums = tuple(q.name for q in parse_sums(self.sums))
+        self.stems = None if self.stems is None else check_vocabulary(self.stems)
+        # names checked now (a typo fails before any model loads), against the vocabulary at evaluate()
+        self.sums = tuple(q.name for q in parse_sums(self.sums, vocabulary=self.stems or FINE_STEMS, check=False))
 
 
-def parse_sums(sums: str | Sequence[str]) -> list[StemQuery]:
-    """Sum conditions (e.g. "accompaniment,drums+bass"); "none" or "" for none. Each must sum 2 or 3 stems."""
+def parse_sums(sums: str | Sequence[str], *, vocabulary: Sequence[str] = STEMS, check: bool = True
+               ) -> list[StemQuery]:
+    """Sum conditions (e.g. "accompaniment,drums+bass") over ``vocabulary``; "none" or "" for none. With ``check``
+    each must sum 2 to all-but-one entries of the vocabulary."""
     items = [item.strip() for item in (sums.split(",") if isinstance(sums, str) else sums)]
     if [item.lower() for item in items if item] in ([], ["none"]):
         return []
-    queries = parse_queries(items)
-    for q in queries:
-        if not 2 <= len(q.stems) < len(STEMS):
+    queries = parse_queries(items, vocabulary=vocabulary)
+    for q in queries if check else ():
+        if not 2 <= len(q.stems) < len(vocabulary):
             raise EvaluationError(
-                f"sum condition {q.name!r} = {'+'.join(q.stems)}: a sum must name 2 to {len(STEMS) - 1} stems "
+                f"sum condition {q.name!r} = {'+'.join(q.stems)}: a sum must name 2 to {len(vocabulary) - 1} stems "
                 "(single stems are always evaluated; the sum of all stems is the mixture)"
             )
     return queries
 
 
-def scoring_set(query: StemQuery) -> tuple[str, ...]:
-    """The sources scored jointly for a condition: the condition, then each stem it leaves out."""
-    if query.is_single:
-        return (query.stems[0], *(s for s in STEMS if s != query.stems[0]))
-    return (query.name, *(s for s in STEMS if s not in query.stems))
+def conditions(vocabulary: Sequence[str], sums: Sequence[str]) -> list[StemQuery]:
+    """Every condition evaluated over ``vocabulary``: each entry that a query names by itself (with a finer
+    vocabulary, ``other`` is the remainder and cannot be asked for alone), then each coarse stem the vocabulary
+    splits (``other`` = the remainder plus the listed parts: the answer MUSDB18's ``other`` expects), then
+    ``sums``."""
+    singles = [StemQuery(s, (s,)) for s in vocabulary if expand(s, vocabulary) == (s,)]
+    coarse = [StemQuery(s, expand(s, vocabulary)) for s in STEMS if len(expand(s, vocabulary)) > 1]
+    names = {q.name for q in singles + coarse}
+    return singles + coarse + [q for q in parse_sums(list(sums), vocabulary=vocabulary) if q.name not in names]
+
+
+def scoring_set(query: StemQuery, vocabulary: Sequence[str] = STEMS) -> tuple[str, ...]:
+    """The sources scored jointly for a condition: the condition, then each vocabulary entry it leaves out."""
+    return (query.name, *(s for s in vocabulary if s not in query.stems))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,7 +219,8 @@ class _SeparatorRow(_Row):
         self.separator = spec.load(niter=niter, device=device)
         self.name, self.model, self.seed = spec.label, spec.name, spec.seed
         self.kind = "conditioned" if self.separator.is_conditioned else "dedicated"
-        self.stems = tuple(self.separator.stems)
+        self.stems = tuple(self.separator.stems)  # what it answers: a dedicated set, the stems it has models for
+        self.vocabulary = tuple(self.separator.config.stems)
         self.num_parameters = int(self.separator.num_parameters)
         self.fingerprint = "|".join([*(_sha256(p) for p in spec.paths), f"niter={niter}"])
         # one short pass first, so that one-time start-up costs (thread pools, allocator) are not timed
@@ -213,18 +231,17 @@ class _SeparatorRow(_Row):
         return int(self.separator.config.n_fft), int(self.separator.config.hop_length)
 
     def estimate(self, mixture, references, queries, rate):
-        singles = [q for q in queries if q.is_single]
-        sums = [q for q in queries if not q.is_single]
+        # timed: the single stems (a conditioned model's sums are extra passes, a dedicated set's sums are additions)
+        singles = [q for q in queries if q.is_single and q.name == q.stems[0]]
+        first = singles if self.kind == "conditioned" else queries
+        rest = [q for q in queries if q not in first]
         start = time.perf_counter()
-        out = self.separator.separate(mixture, stems=[q.name for q in singles], sample_rate=rate)
+        out = self.separator.separate(mixture, stems=[q.name for q in first], sample_rate=rate)
         seconds = time.perf_counter() - start
         estimates = {k: to_numpy(v) for k, v in out.items()}
-        if sums and self.kind == "conditioned":
-            out = self.separator.separate(mixture, stems=[q.name for q in sums], sample_rate=rate)
+        if rest:
+            out = self.separator.separate(mixture, stems=[q.name for q in rest], sample_rate=rate)
             estimates.update({k: to_numpy(v) for k, v in out.items()})
-        else:
-            for q in sums:  # a dedicated set answers a sum with the sum of its models' outputs
-                estimates[q.name] = sum(estimates[s] for s in q.stems)
         return estimates, seconds
 
 
@@ -238,11 +255,12 @@ class _OracleRow(_Row):
     equals the whole-track oracle up to float32 round-off.
     """
 
-    def __init__(self, kind: str, *, n_fft: int, hop_length: int, chunk: int = _ORACLE_CHUNK) -> None:
+    def __init__(self, kind: str, *, n_fft: int, hop_length: int, vocabulary: Sequence[str] = STEMS,
+                 chunk: int = _ORACLE_CHUNK) -> None:
         if chunk < hop_length:
             raise EvaluationError(f"oracle chunk ({chunk} samples) must be at least one hop ({hop_length})")
         self.power = {"irm1": 1, "irm2": 2}[kind]
-        self.name, self.kind, self.stems = f"oracle-{kind}", "reference", STEMS
+        self.name, self.kind, self.stems = f"oracle-{kind}", "reference", tuple(vocabulary)
         self.model = self.name
         self.stft, self.istft = STFT(n_fft=n_fft, hop_length=hop_length), ISTFT(n_fft=n_fft, hop_length=hop_length)
         self.chunk = chunk // hop_length * hop_length
@@ -269,28 +287,36 @@ class _OracleRow(_Row):
         mix_spec = spec.sum(0)  # (c, f, t)
         out = {}
         for q in queries:
-            mask = sum(masks[STEMS.index(s)] for s in q.stems)
+            mask = sum(masks[self.stems.index(s)] for s in q.stems)
             out[q.name] = self.istft((mask * mix_spec)[None], length=refs.shape[-1])[0].numpy()
         return out
 
 
 class _MixtureRow(_Row):
-    def __init__(self) -> None:
-        self.name, self.kind, self.stems, self.fingerprint = "mixture", "reference", STEMS, "mixture"
+    def __init__(self, vocabulary: Sequence[str] = STEMS) -> None:
+        self.name, self.kind, self.stems, self.fingerprint = "mixture", "reference", tuple(vocabulary), "mixture"
         self.model = self.name
 
     def estimate(self, mixture, references, queries, rate):
         return {q.name: mixture for q in queries}, 0.0
 
 
-def _build_rows(config: EvalConfig) -> list[_Row]:
+def _build_rows(config: EvalConfig) -> tuple[list[_Row], tuple[str, ...]]:
+    """The rows and the vocabulary they are scored over (``config.stems``, else the first model's)."""
     rows: list[_Row] = [_SeparatorRow(spec, niter=config.niter, device=config.device) for spec in config.models]
+    vocabulary = config.stems or (rows[0].vocabulary if rows else STEMS)
+    for row in rows:
+        if row.vocabulary != vocabulary:
+            raise EvaluationError(
+                f"model {row.name!r} has the stem vocabulary {', '.join(row.vocabulary)}, not "
+                f"{', '.join(vocabulary)}: a condition such as 'other' means different things in the two; evaluate "
+                "models of one vocabulary at a time (or pass --stems matching the model)")
     if config.oracle != "none":
         size = rows[0].stft_size() if rows else _FALLBACK_STFT  # the STFT of the first model
-        rows.append(_OracleRow(config.oracle, n_fft=size[0], hop_length=size[1]))
+        rows.append(_OracleRow(config.oracle, n_fft=size[0], hop_length=size[1], vocabulary=vocabulary))
     if config.mixture:
-        rows.append(_MixtureRow())
-    return rows
+        rows.append(_MixtureRow(vocabulary))
+    return rows, vocabulary
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -298,15 +324,16 @@ def _build_rows(config: EvalConfig) -> list[_Row]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _conditions_for(row: _Row, sums: list[StemQuery]) -> list[StemQuery]:
-    singles = [StemQuery(s, (s,)) for s in STEMS if s in row.stems]
-    answered = set(row.stems) if row.kind != "conditioned" else set(STEMS)
-    return singles + [q for q in sums if set(q.stems) <= answered]
+def _conditions_for(row: _Row, wanted: list[StemQuery]) -> list[StemQuery]:
+    """The conditions of ``wanted`` a row answers: all of them, except for a dedicated set that lacks a model for
+    one of a condition's entries."""
+    return [q for q in wanted if row.kind != "dedicated" or set(q.stems) <= set(row.stems)]
 
 
 def _score(row: _Row, track_name: str, references: np.ndarray, mixture: np.ndarray,
            estimates: dict[str, np.ndarray], queries: list[StemQuery], rate: int,
-           prepared: dict[tuple[str, ...], ReferenceSet] | None = None) -> list[ConditionScores]:
+           prepared: dict[tuple[str, ...], ReferenceSet] | None = None,
+           vocabulary: Sequence[str] = STEMS) -> list[ConditionScores]:
     """BSS Eval v4 of every condition in ``queries``, each in its scoring set (see the module docstring).
 
     ``prepared`` keeps each scoring set's reference side (:class:`~conditioned_sep.metrics.ReferenceSet`: the
@@ -315,22 +342,24 @@ def _score(row: _Row, track_name: str, references: np.ndarray, mixture: np.ndarr
     go in as lists of per-source arrays, so nothing the size of the track is stacked.
     """
     prepared = {} if prepared is None else prepared
-    refs = {s: references[i] for i, s in enumerate(STEMS)}
-    ests = {s: estimates.get(s, mixture) for s in STEMS}  # a stem the row cannot answer: the mixture stands in
+    vocabulary = tuple(vocabulary)
+    refs = {s: references[i] for i, s in enumerate(vocabulary)}
+    ests = {s: estimates.get(s, mixture) for s in vocabulary}  # an entry the row did not answer: the mixture
     scores: list[ConditionScores] = []
-    singles = [q for q in queries if q.is_single]
+    singles = [q for q in queries if q.is_single and q.name == q.stems[0]]
     if singles:
-        if STEMS not in prepared:
-            prepared[STEMS] = ReferenceSet(references, sample_rate=rate)
-        est = [ests[s] for s in STEMS]
-        result, whole = prepared[STEMS].evaluate(est), _whole_track_sdr(list(references), est)
+        if vocabulary not in prepared:
+            prepared[vocabulary] = ReferenceSet(references, sample_rate=rate)
+        est = [ests[s] for s in vocabulary]
+        result, whole = prepared[vocabulary].evaluate(est), _whole_track_sdr(list(references), est)
         for q in singles:
-            i = STEMS.index(q.stems[0])
-            scores.append(_condition_scores(row, track_name, q.name, scoring_set(q), result, i, whole[i]))
+            i = vocabulary.index(q.stems[0])
+            scores.append(_condition_scores(row, track_name, q.name, scoring_set(q, vocabulary), result, i,
+                                            whole[i]))
     for q in queries:
-        if q.is_single:
+        if q in singles:
             continue
-        sources = scoring_set(q)
+        sources = scoring_set(q, vocabulary)
         target = sum(refs[s] for s in q.stems)
         if sources not in prepared:
             prepared[sources] = ReferenceSet([target, *(refs[s] for s in sources[1:])], sample_rate=rate)
@@ -384,12 +413,12 @@ class _TrackRecord:
                    audio_seconds=float(data["audio_seconds"]))
 
 
-def _record_fingerprint(row: _Row, config: EvalConfig, sums: list[StemQuery]) -> str:
+def _record_fingerprint(row: _Row, config: EvalConfig, wanted: list[StemQuery]) -> str:
     """What a cached record must match to be reused: the row (checkpoint hashes, settings), its conditions and
     the dataset; anything else changed means the track is scored again."""
-    conditions = ",".join(q.name for q in _conditions_for(row, sums))
+    names = ",".join(f"{q.name}={'+'.join(q.stems)}" for q in _conditions_for(row, wanted))
     data = config.dataset
-    return f"{row.fingerprint}|conditions={conditions}|data={data.kind}:{data.root}:{config.split}"
+    return f"{row.fingerprint}|conditions={names}|data={data.kind}:{data.root}:{config.split}"
 
 
 def _cache_path(out: Path, model: str, track: str) -> Path:
@@ -420,25 +449,26 @@ def _write_outputs_for_track(config: EvalConfig, record: _TrackRecord, split: st
     atomic_write_text(path, record.to_json())
 
 
-def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig, sums: list[StemQuery]
-                    ) -> list[_TrackRecord]:
+def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig, wanted: list[StemQuery],
+                    vocabulary: tuple[str, ...]) -> list[_TrackRecord]:
     rate = int(track.sample_rate)
-    references = np.asarray(track.load(stems=STEMS), dtype=np.float32)  # (4, c, samples)
+    references = load_references(track, vocabulary)  # (stems, c, samples) float32
     mixture = references.sum(0)
     records = []
     prepared: dict = {}  # one factorisation of each scoring set's references, shared by every row
     for row in rows:
         if row.name not in todo:
             continue
-        queries = _conditions_for(row, sums)
+        queries = _conditions_for(row, wanted)
         estimates, seconds = row.estimate(mixture, references, queries, rate)
         if config.estimates is not None and row.kind != "reference":
             for q in queries:
                 path = _estimate_path(config, row.name, track, q.name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_audio(path, estimates[q.name], rate, subtype="FLOAT")
-        scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared)
-        record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, sums),
+        scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared,
+                        vocabulary=vocabulary)
+        record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, wanted),
                               scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
         _write_outputs_for_track(config, record, track_split(track, config))
         records.append(record)
@@ -454,12 +484,12 @@ def _estimate_path(config: EvalConfig, model: str, track, condition: str) -> Pat
     return config.estimates / _safe(model) / track_split(track, config) / _safe(track.name) / f"{condition}.wav"
 
 
-def _estimates_missing(config: EvalConfig, row: _Row, track, sums: list[StemQuery]) -> bool:
+def _estimates_missing(config: EvalConfig, row: _Row, track, wanted: list[StemQuery]) -> bool:
     """Whether ``--estimates`` wants a file of this row and track that is not there (the scores may be cached
     from a run without ``--estimates``: the track is then separated again)."""
     if config.estimates is None or row.kind == "reference":
         return False
-    return any(not _estimate_path(config, row.name, track, q.name).is_file() for q in _conditions_for(row, sums))
+    return any(not _estimate_path(config, row.name, track, q.name).is_file() for q in _conditions_for(row, wanted))
 
 
 # worker processes (jobs > 1): rows and tracks are built once per process
@@ -482,14 +512,14 @@ def _init_worker(config: EvalConfig, threads: int, parent: int) -> None:
     _exit_with_parent(parent)
     torch.set_num_threads(threads)  # a worker process of our own: share the cores between workers
     _WORKER["config"] = config
-    _WORKER["rows"] = _build_rows(config)
+    _WORKER["rows"], _WORKER["vocabulary"] = _build_rows(config)
     _WORKER["tracks"] = {t.name: t for t in load_tracks(config)}
-    _WORKER["sums"] = parse_sums(list(config.sums))
+    _WORKER["wanted"] = conditions(_WORKER["vocabulary"], config.sums)
 
 
 def _worker_task(track_name: str, todo: list[str]) -> list[_TrackRecord]:
     w = _WORKER
-    return _evaluate_track(w["tracks"][track_name], w["rows"], todo, w["config"], w["sums"])
+    return _evaluate_track(w["tracks"][track_name], w["rows"], todo, w["config"], w["wanted"], w["vocabulary"])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -512,7 +542,6 @@ class EvaluationResult:
 
 def evaluate(config: EvalConfig) -> EvaluationResult:
     """Run (or resume) an evaluation and write the results folder; see the module docstring."""
-    sums = parse_sums(list(config.sums))
     if config.oracle not in ORACLES:
         raise EvaluationError(f"unknown oracle {config.oracle!r}; use one of {', '.join(ORACLES)}")
     if config.jobs < 1:
@@ -521,18 +550,21 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
     out.mkdir(parents=True, exist_ok=True)
     if config.estimates is not None:
         Path(config.estimates).mkdir(parents=True, exist_ok=True)
-    tracks = load_tracks(config)
-    rows = _build_rows(config)
+    rows, vocabulary = _build_rows(config)
     if not rows:
         raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")
+    wanted = conditions(vocabulary, config.sums)
+    tracks = load_tracks(config)
+    for track in tracks[:1]:  # a dataset without the vocabulary's stems fails here, naming the way out
+        load_references(track, vocabulary, length=1)
 
     records: dict[tuple[str, str], _TrackRecord] = {}
     todo: dict[str, list[str]] = {}
     for track in tracks:
         for row in rows:
-            fingerprint = _record_fingerprint(row, config, sums)
+            fingerprint = _record_fingerprint(row, config, wanted)
             cached = None if config.restart else _read_cache(out, row.name, track.name, fingerprint)
-            if cached is not None and not _estimates_missing(config, row, track, sums):
+            if cached is not None and not _estimates_missing(config, row, track, wanted):
                 records[(row.name, track.name)] = cached
             else:
                 todo.setdefault(track.name, []).append(row.name)
@@ -543,8 +575,8 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
         by_name = {t.name: t for t in tracks}
         try:
             if config.jobs == 1:
-                for name, wanted in todo.items():
-                    for record in _evaluate_track(by_name[name], rows, wanted, config, sums):
+                for name, names in todo.items():
+                    for record in _evaluate_track(by_name[name], rows, names, config, wanted, vocabulary):
                         records[(record.model, record.track)] = record
                     bar.update(1)
             else:
@@ -556,8 +588,8 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
 
 def _notes(rows: list[_Row]) -> str:
     """How the table was made, for a reader of results.md."""
-    notes = ["BSS Eval v4 (1 s frames). A single stem is scored jointly with the other three stems; a sum beside "
-             "each stem it leaves out (accompaniment: [accompaniment, vocals]; drums+bass: [drums+bass, vocals, "
+    notes = ["BSS Eval v4 (1 s frames). A single stem is scored jointly with the other stems of the vocabulary; a "
+             "sum (or a coarse stem split by the vocabulary) beside each stem it leaves out (accompaniment: [accompaniment, vocals]; drums+bass: [drums+bass, vocals, "
              "other]). Dedicated sets answer a sum with the sum of their outputs. A stem silent for a whole track "
              "has no score on that track (BSS Eval gives NaN; new SDR is left out too, where MDX's formula would "
              "give -100 dB)."]

@@ -35,7 +35,7 @@ from .chunking import overlap_add, overlap_add_blocks
 from .fileio import atomic_folder
 from .models import SeparationModel
 from .spectral import wiener
-from .stems import StemQuery, parse_queries, queries_to_z
+from .stems import StemQuery, UnknownStemError, parse_queries, parse_query, queries_to_z
 
 PathLike = str | os.PathLike
 
@@ -132,6 +132,23 @@ class Separator:
             models[model.target] = model
         return cls(models, **kwargs)
 
+    def parse(self, stems: str | Sequence[str]) -> list[StemQuery]:
+        """Queries against this separator's vocabulary (:func:`~conditioned_sep.stems.parse_queries`).
+
+        A dedicated set answers the stems it has models for; a query whose sum in the full vocabulary needs a
+        missing model is refused (with parts of other in the vocabulary, ``other`` alone is only the remainder).
+        """
+        queries = parse_queries(stems, vocabulary=self.stems)
+        if not self.is_conditioned:
+            for q in queries:
+                full = parse_query(q.name, vocabulary=self.config.stems).stems
+                missing = [s for s in full if s not in self.models]
+                if missing:
+                    raise UnknownStemError(f"{q.name!r} is {'+'.join(full)} in this vocabulary "
+                                           f"{self.config.stems}, but there is no dedicated model for "
+                                           f"{', '.join(missing)}; add their dedicated checkpoints")
+        return queries
+
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
@@ -159,7 +176,7 @@ class Separator:
         for unusable audio (NaN or Inf, empty, more than two channels, too short to leave one sample at the
         model's rate).
         """
-        queries = parse_queries(stems, vocabulary=self.stems)
+        queries = self.parse(stems)
         signal, rate, like = self._prepare(audio, sample_rate)
         x = signal if rate == self.sample_rate else resample(signal, orig_rate=rate, target_rate=self.sample_rate)
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -195,7 +212,7 @@ class Separator:
         earlier folder stays. Decoding (ffmpeg) and resampling use temporary files beside ``out_dir``. Returns
         ``{query: file}``.
         """
-        queries = parse_queries(stems, vocabulary=self.stems)
+        queries = self.parse(stems)
         if format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
         subtype = subtype or OUTPUT_FORMATS[format][0]

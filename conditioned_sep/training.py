@@ -1,11 +1,13 @@
-"""The training loop: conditioned or dedicated models on identical data, budget and loop.
+"""The training loop: conditioned or dedicated models of any architecture on identical data and loop.
 
 One run writes ``<out>/<name>/{best.ckpt, last.ckpt, log.csv}`` (``name`` = ``conditioned`` or
-``dedicated-<stem>``). Loss (:func:`separation_loss`, the one used by training and :func:`validate`): L1 between
-the estimated and the target magnitude on the model's STFT (Conditioned-U-Net's), plus an optional waveform L1
-term. Adam with a warm-up + cosine learning rate (a pure function of the step), validation every epoch with a
-validation SDR (MDX "new SDR" on fixed excerpts of the validation songs), early stopping, atomic checkpoints
-every ``checkpoint_every`` steps and at every epoch end. Optional: gradient accumulation, mixed precision
+``dedicated-<stem>``). The conditioned model's budget is a dedicated model's (``equal-steps``) or the dedicated
+models' sum (``equal-compute``, :func:`apply_budget`); the run summary in each checkpoint records it. Loss
+(:func:`separation_loss`, the one used by training and :func:`validate`): L1 between the estimated and the target
+magnitude on the model's STFT (Conditioned-U-Net's), plus an optional waveform L1 term. Adam with a warm-up +
+cosine learning rate (a pure function of the step), validation every epoch with a validation SDR (MDX "new SDR"
+on fixed excerpts of the validation songs), early stopping, atomic checkpoints every ``checkpoint_every`` steps
+and at every epoch end. Optional: gradient accumulation, mixed precision
 (bf16 / fp16 autocast of the network), an exponential moving average (EMA) of the weights, whose validation
 SDR then selects ``best.ckpt`` and which is saved beside the raw weights.
 
@@ -59,13 +61,17 @@ from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExampl
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
 from .fileio import atomic_write_text
 from .metrics import new_sdr
-from .models import PRESETS, ConditionedUNet, SeparationModel
+from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
-from .stems import STEMS, UnknownStemError
+from .stems import STEMS, UnknownStemError, check_vocabulary
 
 DATASETS = ("default", "folder", "musdb")
 DEFAULT_STEPS = {"tiny": 200, "small": 2000, "full": 100_000}
 """Step budget per model when neither ``steps`` nor ``epochs`` is given (small: a few minutes on 2 cores)."""
+PRESET_NAMES = tuple(dict.fromkeys(name for presets in PRESETS_BY_ARCH.values() for name in presets))
+"""The preset names of every architecture (each has its own tiny / small / full)."""
+BUDGETS = ("equal-compute", "equal-steps")
+"""How the conditioned model's budget compares with a dedicated model's (:func:`apply_budget`)."""
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``precision`` -> the dtype the network's forward is autocast to (None: no autocast)."""
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -86,19 +92,34 @@ class TrainConfig:
     Budget: ``steps`` optimizer steps (default :data:`DEFAULT_STEPS` of the preset), or ``epochs`` epochs of
     ``steps_per_epoch`` steps; training also stops early after ``patience`` epochs without a better
     validation SDR, or after ``time_limit`` seconds. One optimizer step takes ``accumulate`` micro-batches of
-    ``batch_size`` examples on each process. ``model_overrides`` are :class:`~conditioned_sep.models.UNetConfig`
-    fields, ``sampling`` :class:`~conditioned_sep.data.sampling.SamplingConfig` fields.
+    ``batch_size`` examples on each process. ``budget`` and ``budget_scale`` record how the budget was set: the
+    step, epoch and time budgets of an equal-compute conditioned model are ``budget_scale`` times the dedicated
+    models' (:func:`apply_budget` multiplies them). ``model_overrides`` are fields of the ``arch``'s config
+    (e.g. :class:`~conditioned_sep.models.UNetConfig`), ``sampling``
+    :class:`~conditioned_sep.data.sampling.SamplingConfig` fields.
     """
 
     out: Path = field(default=DEFAULT_RUN, metadata={"help": "output folder; each run goes to <out>/<name>"})
     name: str | None = field(default=None, metadata={"help": "run name (default: conditioned / dedicated-<stem>)"})
-    preset: str = field(default="small", metadata={"help": "model size", "choices": tuple(PRESETS)})
+    arch: str = field(default="unet", metadata={"help": "model architecture (the dedicated models share it)",
+                                                 "choices": tuple(ARCHITECTURES)})
+    preset: str = field(default="small", metadata={"help": "model size (each --arch has its own)",
+                                                    "choices": PRESET_NAMES})
+    stems: tuple[str, ...] = field(default=STEMS, metadata={
+        "help": "the stem vocabulary z names, comma-separated (e.g. vocals,drums,bass,piano,guitar,other: 'other' "
+                "is then the rest of other; --dedicated all trains one model per stem)"})
     model_overrides: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
     dataset: str = "default"
     data_root: Path | None = None
+    budget: str = field(default="equal-compute", metadata={
+        "help": "equal-steps: every model gets --steps (--epochs, --time-limit); equal-compute: the conditioned "
+                "model gets the sum of the dedicated models' budgets (trained alone: the budget x the number of "
+                "stems)", "choices": BUDGETS})
+    budget_scale: int = 1
     steps: int | None = field(default=None, metadata={
-        "help": f"optimizer steps per model (default per preset: {DEFAULT_STEPS})"})
+        "help": f"optimizer steps per model, scaled for the conditioned one by --budget (default per preset: "
+                f"{DEFAULT_STEPS})"})
     epochs: int | None = field(default=None, metadata={"help": "epochs per model (of --steps-per-epoch steps)"})
     steps_per_epoch: int = field(default=250, metadata={"help": "optimizer steps between validations"})
     batch_size: int = field(default=16, metadata={"help": "examples per micro-batch and process"})
@@ -145,8 +166,10 @@ class TrainConfig:
             self.threads = int(self.threads)  # from the command line
         if self.dataset == "folder" and self.data_root is None:
             raise DatasetError("dataset 'folder' needs a root: pass --folder PATH")
-        if self.target is not None and self.target not in STEMS:
-            raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of {STEMS}")
+        self.stems = check_vocabulary(self.stems)
+        if self.target is not None and self.target not in self.stems:
+            raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of "
+                                   f"{', '.join(self.stems)} (the vocabulary: --stems)")
         problems = self.problems()
         if problems:
             raise TrainingError("invalid training settings: " + "; ".join(problems))
@@ -154,8 +177,21 @@ class TrainConfig:
     def problems(self) -> list[str]:
         """Everything wrong with the settings (empty when valid), each naming its option."""
         out = []
-        if self.preset not in PRESETS:
-            out.append(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.arch not in ARCHITECTURES:
+            out.append(f"unknown arch {self.arch!r}; choose one of {tuple(ARCHITECTURES)}")
+        else:
+            if self.preset not in PRESETS_BY_ARCH[self.arch]:
+                out.append(f"unknown {self.arch} preset {self.preset!r}; choose one of "
+                           f"{tuple(PRESETS_BY_ARCH[self.arch])}")
+            known = ARCHITECTURES[self.arch][0].field_names()
+            unknown = sorted(set(self.model_overrides) - known)
+            if unknown:
+                out.append(f"model setting(s) {unknown} are not fields of the {self.arch} model (--film and "
+                           "--z-input are U-Net options); drop them or pick another --arch")
+        if self.budget not in BUDGETS:
+            out.append(f"budget must be one of {BUDGETS} (--budget), got {self.budget!r}")
+        if not (isinstance(self.budget_scale, int) and self.budget_scale >= 1):
+            out.append(f"budget_scale must be a whole number >= 1 (apply_budget sets it), got {self.budget_scale!r}")
         if self.dataset not in DATASETS:
             out.append(f"unknown dataset kind {self.dataset!r}; choose one of {DATASETS}")
         positive = {"steps": self.steps, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
@@ -199,6 +235,12 @@ class TrainConfig:
         budgets = [b for b in (self.steps, self.epochs and self.epochs * self.steps_per_epoch) if b]
         return min(budgets) if budgets else DEFAULT_STEPS[self.preset]
 
+    def budget_record(self) -> dict[str, Any]:
+        """What this model was given, for the run summary: ``{"kind", "scale", "steps", "epochs", "time_limit"}``
+        (steps: the step budget; time_limit in seconds; epochs and time_limit None when not set)."""
+        return {"kind": self.budget, "scale": self.budget_scale, "steps": self.total_steps, "epochs": self.epochs,
+                "time_limit": self.time_limit}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (paths as strings) for checkpoints."""
         data = dataclasses.asdict(self)
@@ -212,13 +254,34 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def build_model(config: TrainConfig) -> ConditionedUNet:
-    """The untrained model of ``config`` (seeded by ``config.seed``)."""
+def build_model(config: TrainConfig) -> SeparationModel:
+    """The untrained model of ``config``: its ``arch`` at its ``preset`` (seeded by ``config.seed``); a ``target``
+    makes the dedicated twin of the same architecture."""
     torch.manual_seed(config.seed)
-    overrides = dict(config.model_overrides)
+    overrides = dict(config.model_overrides, stems=config.stems)
     if config.target is not None:
         overrides.update(conditioned=False, target=config.target)
-    return ConditionedUNet.from_preset(config.preset, **overrides)
+    return from_preset(config.arch, config.preset, **overrides)
+
+
+def apply_budget(configs: Sequence[TrainConfig], *, n_stems: int = len(STEMS)) -> list[TrainConfig]:
+    """The models trained together (one seed), with the conditioned model's budget set by its ``budget``.
+
+    ``equal-steps``: unchanged. ``equal-compute``: the conditioned model's steps (its preset's default when neither
+    steps nor epochs is set), epochs and time limit are multiplied by the number of dedicated models in
+    ``configs``, or by ``n_stems`` (the stems it answers) when it is trained alone; so it gets the compute that the
+    dedicated models get together. Dedicated models are unchanged.
+    """
+    n_dedicated = sum(c.target is not None for c in configs)
+    scale = n_dedicated or n_stems
+    out = []
+    for c in configs:
+        if c.target is None and c.budget == "equal-compute" and c.budget_scale == 1 and scale > 1:
+            steps = c.steps * scale if c.steps else (None if c.epochs else DEFAULT_STEPS[c.preset] * scale)
+            c = dataclasses.replace(c, steps=steps, epochs=c.epochs and c.epochs * scale,
+                                    time_limit=c.time_limit and c.time_limit * scale, budget_scale=scale)
+        out.append(c)
+    return out
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -678,7 +741,8 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         config, state, stopper = self.config, self.state, self.stopper
         return {"kind": "conditioned" if config.target is None else "dedicated", "target": config.target,
-                "run": config.run_name, "preset": config.preset, "data": self.data_desc, "seed": config.seed,
+                "run": config.run_name, "arch": config.arch, "preset": config.preset, "data": self.data_desc,
+                "seed": config.seed, "budget": config.budget_record(),
                 "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
                 "examples": state.examples, "seconds": round(state.seconds, 1),
                 "best_valid_sdr": stopper.best if math.isfinite(stopper.best) else None,
@@ -826,10 +890,10 @@ def train(config: TrainConfig) -> Path:
             distributed.destroy()
 
 
-def train_many(configs: Sequence[TrainConfig]) -> dict[str, Path]:
-    """Train several models one after another (e.g. the conditioned one and four dedicated ones with the same
-    budget); returns ``{run name: best checkpoint}``."""
-    names = [c.run_name for c in configs]
-    if len(set(names)) != len(names):
-        raise TrainingError(f"two runs share a name in {names}; give each its own --name")
-    return {c.run_name: train(c) for c in configs}
+def train_many(configs: Sequence[TrainConfig]) -> dict[Path, Path]:
+    """Train several models one after another (e.g. the conditioned one and four dedicated ones, for one seed or
+    several); returns ``{run folder: best checkpoint}``."""
+    folders = [c.run_dir for c in configs]
+    if len(set(folders)) != len(folders):
+        raise TrainingError(f"two runs share a folder in {[str(f) for f in folders]}; give each its own --name")
+    return {c.run_dir: train(c) for c in configs}

@@ -134,6 +134,9 @@ def test_dispatch_help_and_unknown_command(capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "conditioned-sep train" in out and "--dedicated" in out
+    what = out[out.index("what to train:"):out.index("budget and optimisation:")]
+    assert all(option in what for option in ("--arch {unet,bandsplit}", "--seeds N", "--preset"))
+    assert "--budget {equal-compute,equal-steps}" in out
 
 
 def test_console_script_smoke(tmp_path, checkpoints, songs):

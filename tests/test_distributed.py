@@ -1,5 +1,6 @@
 """The DDP helpers in two real processes (gloo, forked), and as plain calls in one."""
 
+import functools
 import multiprocessing
 import socket
 import traceback
@@ -85,8 +86,8 @@ def test_a_refusal_of_rank_0_stops_every_rank(tmp_path):
     assert results[1][0] == "RankZeroError" and "rank 0 stopped the run" in results[1][1]
 
 
-def _loss_through_ddp(rank, tmp_path):
-    model = build_model(TrainConfig(preset="tiny")).eval()  # same seed: same weights on both ranks
+def _loss_through_ddp(rank, tmp_path, *, arch):
+    model = build_model(TrainConfig(arch=arch, preset="tiny")).eval()  # same seed: same weights on both ranks
     net = nn.parallel.DistributedDataParallel(model)
     assert distributed.unwrap(net) is model and distributed.unwrap(model) is model
     torch.manual_seed(rank)
@@ -99,8 +100,9 @@ def _loss_through_ddp(rank, tmp_path):
     return wrapped.item(), plain.item(), grads.tolist()  # plain data through the queue
 
 
-def test_one_loss_through_a_distributed_wrapper(tmp_path):
-    results = _in_two_processes(_loss_through_ddp, tmp_path)
+@pytest.mark.parametrize("arch", ["unet", "bandsplit"])
+def test_one_loss_through_a_distributed_wrapper(tmp_path, arch):
+    results = _in_two_processes(functools.partial(_loss_through_ddp, arch=arch), tmp_path)
     assert all(kind == "ok" for kind, _ in results.values()), results
     for wrapped, plain, _ in (value for _, value in results.values()):
         assert wrapped == pytest.approx(plain, rel=1e-6)

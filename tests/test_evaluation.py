@@ -314,3 +314,75 @@ def test_resumed_run_writes_the_estimates_of_cached_tracks(tmp_path, run_folder,
     (folder / "bass.wav").unlink()  # a lost file: that track is separated again
     evaluation.evaluate(config)
     assert calls[3:] == ["track 0:conditioned"] and (folder / "bass.wav").is_file()
+
+
+# ---- a finer vocabulary and several seeds ---------------------------------------------------------------------
+
+
+SIX = ("vocals", "drums", "bass", "piano", "guitar", "other")
+
+
+@pytest.fixture(scope="module")
+def six_stem_seeds(tmp_path_factory) -> Path:
+    """Two seeds of a 6-stem run (tiny untrained U-Nets): seed-<k>/conditioned and seed-<k>/dedicated-<stem>."""
+    import torch
+
+    from conditioned_sep.checkpoint import save_checkpoint
+    from conditioned_sep.models import ConditionedUNet
+
+    root = tmp_path_factory.mktemp("six")
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models = {"conditioned": ConditionedUNet.from_preset("tiny", stems=SIX)}
+        for stem in SIX:
+            models[f"dedicated-{stem}"] = ConditionedUNet.from_preset("tiny", stems=SIX, conditioned=False,
+                                                                       target=stem)
+        for name, model in models.items():
+            (root / f"seed-{seed}" / name).mkdir(parents=True)
+            save_checkpoint(root / f"seed-{seed}" / name / "best.ckpt", model.eval())
+    return root
+
+
+def test_six_stem_vocabulary_and_seeds(tmp_path, six_stem_seeds, run_folder):
+    from test_vocabulary import write_rendered_like  # a helper, not a fixture: tests/ is on sys.path
+
+    from conditioned_sep.metrics import bss_eval
+
+    # "a" is held out as validation (no valid/ folder): "b" (piano and guitar) is the split's track
+    data = write_rendered_like(tmp_path / "data", tracks={"a": 3, "b": 2}, seconds=2.5)
+    config = EvalConfig(models=discover_models([str(six_stem_seeds)]), out=tmp_path / "out",
+                        dataset=DatasetSpec("folder", data), split="train", progress=False)
+    result = evaluation.evaluate(config)
+    want = ["vocals", "drums", "bass", "piano", "guitar", "other", "accompaniment", "drums+bass"]
+    for model in ("conditioned", "dedicated", "oracle-irm2", "mixture"):
+        assert [c for c in want if any(s.model == model and s.condition == c for s in result.scores)] == want
+    # "other" is MUSDB's other (remainder + piano + guitar), scored beside vocals, drums and bass
+    refs = {s: read_audio(data / "train" / "b" / f"{s}.wav")[0] for s in ("vocals", "drums", "bass", "other")}
+    mix = sum(refs.values())
+    expected = bss_eval(np.stack([refs["other"], refs["vocals"], refs["drums"], refs["bass"]]),
+                        np.stack([mix] * 4), sample_rate=8000)
+    got = next(s for s in result.scores if (s.model, s.track, s.condition) == ("mixture", "b", "other"))
+    assert got.sources == ("other", "vocals", "drums", "bass")
+    np.testing.assert_allclose(got.frames["SDR"], expected.sdr[0], atol=1e-6)
+    piano = next(s for s in result.scores if (s.model, s.track, s.condition) == ("mixture", "b", "piano"))
+    assert piano.sources == SIX[3:4] + ("vocals", "drums", "bass", "guitar", "other")
+    # two seeds per model: one row each in the tables, a track's score the mean of its seeds
+    rows = {(r.model, r.condition, r.metric): r for r in result.table}
+    assert rows[("conditioned", "piano", "SDR")].seeds == 2 and rows[("mixture", "piano", "SDR")].seeds == 1
+    per_seed = [s.track_score("SDR") for s in result.scores
+                if (s.model, s.track, s.condition) == ("conditioned", "b", "piano")]
+    assert sorted({s.seed for s in result.scores if s.model == "conditioned"}) == [0, 1] and len(per_seed) == 2
+    table = evaluation.report.track_table(result.scores, "SDR")
+    assert table[("conditioned", "piano")]["b"] == pytest.approx(np.mean(per_seed))
+    c = next(c for c in result.comparisons if (c.condition, c.metric) == ("piano", "SDR"))
+    assert c.seeds == (2, 2) and c.verdict in report_verdicts()
+    assert "conditioned (2 seeds)" in result.markdown
+    # a 4-stem model cannot be scored beside them: "other" would mean something else
+    mixed = discover_models([str(six_stem_seeds), f"four={run_folder / 'conditioned'}"])
+    with pytest.raises(EvaluationError, match="vocabulary"):
+        evaluation.evaluate(EvalConfig(models=mixed, out=tmp_path / "out2", dataset=DatasetSpec("folder", data),
+                                       split="train", progress=False))
+
+
+def report_verdicts() -> tuple[str, ...]:
+    return (*evaluation.report.VERDICTS, "n/a")

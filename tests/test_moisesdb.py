@@ -13,8 +13,7 @@ import soundfile as sf
 
 from conditioned_sep.data.folder import DatasetError
 from conditioned_sep.data.moisesdb import moisesdb_root, moisesdb_tracks, read_moisesdb_track, split_of
-from conditioned_sep.data.vocabulary import FINE_STEMS
-from conditioned_sep.stems import STEMS
+from conditioned_sep.stems import FINE_STEMS, STEMS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "moisesdb"
 FULL = "0b5c1a2e-6f1d-4a53-9e3a-1c2f3d4e5f60"

@@ -14,7 +14,7 @@ from conditioned_sep.data.render import RenderConfig, ensure_rendered_dataset, r
 from conditioned_sep.data.render.dataset import REQUIRED
 from conditioned_sep.data.render.mixing import active_rms
 from conditioned_sep.data.render.score import note_spans, track_events
-from conditioned_sep.data.vocabulary import COARSE_OF, FINE_STEMS, OTHER_PARTS
+from conditioned_sep.stems import COARSE_OF, FINE_STEMS, OTHER_PARTS
 from conditioned_sep.stems import STEMS
 
 SECONDS = 5.0

@@ -118,3 +118,35 @@ def test_discover_models_names_run_rows_and_wraps_missing_paths(run_folder, tmp_
         discover_models([f"{run_folder / 'dedicated-vocals'},{tmp_path / 'lonely'}"])
     with pytest.raises(ModelArgumentError, match="reserved"):
         discover_models([f"mixture={run_folder / 'conditioned'}"])
+
+
+def test_a_run_of_several_seeds_gives_each_model_once_per_seed(tmp_path):
+    names = ["conditioned/best.ckpt", "dedicated-vocals/best.ckpt", "dedicated-bass/best.ckpt"]
+    run = _layout(tmp_path / "run", [f"seed-{k}/{name}" for k in (10, 2) for name in names] + ["notes/x.txt"])
+
+    def model(name, seed, *folders):
+        return CheckpointSet(name, tuple(run / f"seed-{seed}" / f / "best.ckpt" for f in folders), seed=seed)
+
+    # seed by seed (by number, not by name), the names of a one-seed run, the seed recorded
+    expected = [model("conditioned", 2, "conditioned"), model("dedicated", 2, "dedicated-vocals", "dedicated-bass"),
+                model("conditioned", 10, "conditioned"),
+                model("dedicated", 10, "dedicated-vocals", "dedicated-bass")]
+    assert find_checkpoints(run) == expected
+    assert discover_models([str(run)]) == expected  # same names, told apart by seed: not "used twice"
+    assert [m.label for m in expected] == ["conditioned/seed-2", "dedicated/seed-2", "conditioned/seed-10",
+                                           "dedicated/seed-10"]
+    assert [(m.name, m.seed) for m in discover_models([f"mine={run}"])] == [
+        ("mine-conditioned", 2), ("mine-dedicated", 2), ("mine-conditioned", 10), ("mine-dedicated", 10)]
+    # one seed's folder is a run folder of its own, and knows its seed
+    assert find_checkpoints(run / "seed-10") == expected[2:]
+    with pytest.raises(ModelArgumentError, match="used twice"):
+        discover_models([str(run), str(run / "seed-2")])
+    # separate needs one model: a run of several seeds says which folder to pick
+    with pytest.raises(ValueError, match=r"holds the models of 2 seeds \(2, 10\); pick one: --checkpoint .*seed-2"):
+        choose_checkpoint([str(run)])
+    assert choose_checkpoint([str(run / "seed-2")]) == expected[0]
+    # a one-seed run keeps seed None
+    assert all(m.seed is None for m in find_checkpoints(_layout(tmp_path / "one", names)))
+    (tmp_path / "empty" / "seed-0").mkdir(parents=True)
+    with pytest.raises(CheckpointNotFoundError, match="seed-<k>/ subfolders"):
+        find_checkpoints(tmp_path / "empty")

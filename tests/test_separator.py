@@ -212,6 +212,26 @@ def test_dedicated_set_behind_the_same_api():
         partial.separate(x, "vocals", sample_rate=SR)
 
 
+def test_six_stem_vocabulary_conditioned_and_dedicated():
+    six = ("vocals", "drums", "bass", "piano", "guitar", "other")
+    x = _audio(0.5)
+    sep = Separator(_model(stems=six), chunk_seconds=None)
+    out = sep.separate(x, "vocals,drums,bass,other", sample_rate=SR)  # MUSDB18's four from a 6-stem model
+    assert all(y.shape == x.shape and torch.isfinite(y).all() for y in out.values())
+    with_wiener = Separator(_model(stems=six), chunk_seconds=None, niter=1).separate(x, "vocals,drums,bass,other",
+                                                                                   sample_rate=SR)
+    assert (sum(with_wiener.values()) - x).abs().max() < 1e-4  # a disjoint cover of the vocabulary sums to x
+    dedicated = Separator({s: _model(conditioned=False, target=s, stems=six) for s in ("piano", "guitar", "other")},
+                          chunk_seconds=None)
+    out = dedicated.separate(x, ["other", "piano", "guitar", "other+piano+guitar"], sample_rate=SR)
+    torch.testing.assert_close(out["other"], out["other+piano+guitar"])
+    remainder_only = Separator({s: _model(conditioned=False, target=s, stems=six) for s in ("vocals", "other")})
+    with pytest.raises(UnknownStemError, match=r"'other' is piano\+guitar\+other in this vocabulary .*no dedicated "
+                                               "model for piano, guitar"):
+        remainder_only.separate(x, "other", sample_rate=SR)
+    assert remainder_only.separate(x, "vocals", sample_rate=SR)["vocals"].shape == x.shape
+
+
 def test_dedicated_set_is_checked():
     models = _dedicated(("drums",))
     with pytest.raises(ValueError, match="dedicated 'drums' model; key it by its target"):

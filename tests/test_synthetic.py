@@ -49,7 +49,7 @@ def test_second_call_reuses_and_mismatch_or_foreign_folder_is_an_error(tmp_path)
     stamp = os.stat(root / "manifest.json").st_mtime_ns
     assert ensure_default_dataset(root, config=config, workers=1, progress=False) == root
     assert os.stat(root / "manifest.json").st_mtime_ns == stamp
-    with pytest.raises(DatasetError, match="another seed or size"):
+    with pytest.raises(DatasetError, match="another seed, size or version"):
         ensure_default_dataset(root, seed=1, config=config, workers=1, progress=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -94,7 +94,7 @@ def test_stale_partial_of_a_dead_process_is_removed_and_missing_files_regenerate
 
 def test_default_root_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CONDITIONED_SEP_DATA", str(tmp_path / "x"))
-    assert synthetic.default_data_root() == tmp_path / "x"
+    assert synthetic.default_data_root() == tmp_path / "x" / "synthetic-v1"
     monkeypatch.delenv("CONDITIONED_SEP_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert synthetic.default_data_root().parent == tmp_path / "cache" / "conditioned-sep"

@@ -1,6 +1,7 @@
 import csv
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from conditioned_sep import Separator, cli, training
 from conditioned_sep.checkpoint import load_checkpoint, save_checkpoint
 from conditioned_sep.data.folder import DatasetError, list_tracks
 from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
+from conditioned_sep.runs import discover_models
 from conditioned_sep.stems import STEMS, UnknownStemError
 from conditioned_sep.cli import train_configs as configs_from_args
 from conditioned_sep.training import (TrainConfig, TrainingError, apply_threads, build_model, lr_at, resolve_device,
@@ -194,6 +196,9 @@ def test_overwrite_deletes_nothing_until_every_check_passed(tmp_path, tiny_synth
     (dict(threads=0), "threads must be auto or a positive number"),
     (dict(threads="many"), "threads must be auto or a positive number"),
     (dict(resume=True, overwrite=True), "pass one of them"),
+    (dict(arch="transformer"), "unknown arch 'transformer'; choose one of"),
+    (dict(arch="bandsplit", model_overrides={"film": "simple"}), r"\['film'\] are not fields of the bandsplit"),
+    (dict(budget_scale=0), "budget_scale must be a whole number >= 1"),
 ])
 def test_bad_settings_are_refused_with_the_option_to_fix(settings, message):
     with pytest.raises(TrainingError, match=message):
@@ -336,15 +341,91 @@ def test_resume_reproduces_the_run_and_reads_old_last_checkpoints(tmp_path, tiny
 
 def test_command_line_builds_same_budget_configs_for_all_models():
     parser = build_parser()
-    configs = configs_from_args(parser.parse_args(["--all", "--steps", "50", "--preset", "tiny", "--out", "o"]))
+    argv = ["--all", "--steps", "50", "--preset", "tiny", "--out", "o", "--budget", "equal-steps"]
+    configs = configs_from_args(parser.parse_args(argv))
     assert [c.run_name for c in configs] == ["conditioned"] + [f"dedicated-{s}" for s in STEMS]
     assert {c.total_steps for c in configs} == {50} and {c.dataset for c in configs} == {"default"}
+    assert {c.arch for c in configs} == {"unet"} and {c.budget_scale for c in configs} == {1}
     configs = configs_from_args(parser.parse_args(["--dedicated", "all", "--with-conditioned", "--musdb", "/m"]))
     assert [c.target for c in configs] == [None, *STEMS] and configs[0].dataset == "musdb"
     assert [c.target for c in configs_from_args(parser.parse_args(["--dedicated", "drums"]))] == ["drums"]
-    assert configs_from_args(parser.parse_args([]))[0].total_steps == 2000  # the small preset's default budget
+    assert configs_from_args(parser.parse_args(["--budget", "equal-steps"]))[0].total_steps == 2000  # small's
     with pytest.raises(TrainingError, match="--name"):
         configs_from_args(parser.parse_args(["--all", "--name", "x"]))
+
+
+def test_equal_compute_gives_the_conditioned_model_the_dedicated_models_sum():
+    parser = build_parser()
+
+    def budgets(*argv, **kwargs):
+        return [(c.target, c.total_steps, c.epochs, c.time_limit, c.budget_scale)
+                for c in configs_from_args(parser.parse_args(list(argv)), **kwargs)]
+
+    n = len(STEMS)
+    assert budgets("--all", "--steps", "50") == [(None, 50 * n, None, None, n)] + [(s, 50, None, None, 1)
+                                                                                     for s in STEMS]
+    # epochs and time limits scale too (the step budget follows the epochs)
+    got = budgets("--dedicated", "all", "--with-conditioned", "--epochs", "2", "--steps-per-epoch", "10",
+                  "--time-limit", "1.5")
+    assert got[0] == (None, 2 * n * 10, 2 * n, 90.0 * n, n) and got[1] == ("vocals", 20, 2, 90.0, 1)
+    # one dedicated model beside it: the same budget; the conditioned model alone: the budget x the stems
+    assert budgets("--dedicated", "bass", "--with-conditioned", "--steps", "7") == [(None, 7, None, None, 1),
+                                                                                  ("bass", 7, None, None, 1)]
+    assert budgets("--preset", "tiny") == [(None, 200 * n, None, None, n)]  # the preset's default, scaled
+    assert budgets("--dedicated", "drums", "--steps", "7") == [("drums", 7, None, None, 1)]
+    assert budgets("--steps", "7", "--budget", "equal-steps") == [(None, 7, None, None, 1)]
+    # the vocabulary comes from one place: train_configs' stems
+    assert budgets("--all", "--steps", "5", stems=("vocals", "drums")) == [
+        (None, 10, None, None, 2), ("vocals", 5, None, None, 1), ("drums", 5, None, None, 1)]
+    assert budgets("--steps", "5", stems=("vocals", "drums")) == [(None, 10, None, None, 2)]
+    with pytest.raises(UnknownStemError, match="'bass'"):
+        budgets("--dedicated", "bass", stems=("vocals", "drums"))
+    with pytest.raises(TrainingError, match="budget must be one of"):
+        TrainConfig(budget="fair")
+
+
+def test_seeds_train_every_model_in_its_own_seed_folder():
+    parser = build_parser()
+    configs = configs_from_args(parser.parse_args(["--dedicated", "bass", "--with-conditioned", "--seeds", "3",
+                                                   "--seed", "5", "--out", "o"]))
+    assert [(str(c.run_dir), c.seed) for c in configs] == [
+        (f"o/seed-{k}/{name}", k) for k in (5, 6, 7) for name in ("conditioned", "dedicated-bass")]
+    one = configs_from_args(parser.parse_args(["--seed", "5", "--out", "o"]))
+    assert [(str(c.run_dir), c.seed) for c in one] == [("o/conditioned", 5)]  # one seed: the layout of old
+    with pytest.raises(TrainingError, match="--seeds must be a positive"):
+        configs_from_args(parser.parse_args(["--seeds", "0"]))
+
+
+def test_band_split_trains_from_the_command_line_with_its_dedicated_twin(tmp_path, tiny_synthetic, capsys):
+    out = tmp_path / "bs"
+    args = ["--folder", str(tiny_synthetic), "--arch", "bandsplit", "--preset", "tiny", "--steps", "3",
+            "--steps-per-epoch", "3", "--batch-size", "2", "--valid-seconds", "1", "--workers", "0", "--threads", "1",
+            "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main([*args, "--dedicated", "bass", "--with-conditioned"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{out / 'conditioned'}: bandsplit tiny, seed 0, 3 steps" in err  # one dedicated model: same budget
+    conditioned = Separator.load(str(out / "conditioned" / "best.ckpt"))
+    assert conditioned.is_conditioned and conditioned.config.arch == "bandsplit"
+    out_audio = conditioned.separate(np.zeros((2, 4000), dtype=np.float32), stems="vocals", sample_rate=44100)
+    assert out_audio["vocals"].shape == (2, 4000)
+    dedicated = Separator.load(str(out / "dedicated-bass" / "best.ckpt"))
+    assert not dedicated.is_conditioned and list(dedicated.stems) == ["bass"]
+    _, meta = load_checkpoint(out / "dedicated-bass" / "best.ckpt")
+    assert meta["config"]["arch"] == "bandsplit" and meta["config"]["target"] == "bass"
+    assert meta["training"]["arch"] == "bandsplit" and meta["training"]["budget"] == {
+        "kind": "equal-compute", "scale": 1, "steps": 3, "epochs": None, "time_limit": None}
+    # every seed of every model checked before the first starts: a run left in seed 1 stops seed 0 from starting
+    seeded = tmp_path / "seeded"
+    (seeded / "seed-1" / "dedicated-bass").mkdir(parents=True)
+    shutil.copy(out / "dedicated-bass" / "last.ckpt", seeded / "seed-1" / "dedicated-bass" / "last.ckpt")
+    seed_args = [*args[:-1], str(seeded), "--dedicated", "bass", "--seeds", "2", "--steps", "2"]
+    assert main(seed_args) == 2
+    assert "seed-1/dedicated-bass already holds a run" in capsys.readouterr().err
+    assert not (seeded / "seed-0").exists()
+    assert main([*seed_args, "--overwrite"]) == 0
+    models = discover_models([str(seeded)])
+    assert [(m.name, m.seed) for m in models] == [("dedicated", 0), ("dedicated", 1)]
+    assert [load_checkpoint(m.paths[0])[1]["training"]["seed"] for m in models] == [0, 1]
 
 
 def test_conditioning_options_reach_the_conditioned_model_only():
@@ -363,7 +444,8 @@ def test_conditioning_options_reach_the_conditioned_model_only():
 
 def _train_cmd(data, out, *extra):
     return [sys.executable, str(REPO / "train.py"), "--folder", str(data), "--preset", "tiny", "--out", str(out),
-            "--batch-size", "4", "--steps-per-epoch", "10", "--checkpoint-every", "3", "--no-progress", *extra]
+            "--batch-size", "4", "--steps-per-epoch", "10", "--checkpoint-every", "3", "--no-progress",
+            "--budget", "equal-steps", *extra]
 
 
 def _env():

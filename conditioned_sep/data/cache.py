@@ -22,9 +22,10 @@ ENV_VAR = "CONDITIONED_SEP_DATA"
 
 
 def cache_root(name: str) -> Path:
-    """``$CONDITIONED_SEP_DATA`` if set, else ``$XDG_CACHE_HOME/conditioned-sep/<name>`` (``~/.cache/...``)."""
+    """``$CONDITIONED_SEP_DATA/<name>`` if that variable is set, else ``$XDG_CACHE_HOME/conditioned-sep/<name>``
+    (``~/.cache/...``): one parent folder, so the generated datasets (rendered, synthetic) never share a root."""
     if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
+        return Path(os.environ[ENV_VAR]).expanduser() / name
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "conditioned-sep" / name
 

@@ -53,6 +53,11 @@ class Track:
         """Length in seconds."""
         return self.num_samples / self.sample_rate
 
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems :meth:`load` answers: those the track was listed with (a missing file is silence)."""
+        return tuple(self.stem_paths)
+
     def has(self, stem: str) -> bool:
         return self.stem_paths.get(stem) is not None
 

@@ -3,7 +3,7 @@
 ``data.json`` lists the stems (``stemName``: vocals, drums, bass, percussion, guitar, piano, other_keys,
 bowed_strings, wind, other_plucked, other) and, for each, its source files (``id``, ``extension``, ``trackType``
 such as ``lead_female_singer`` or ``synth_pad``). The sources are summed into this project's stems
-(:data:`~conditioned_sep.data.vocabulary.FINE_STEMS`):
+(:data:`~conditioned_sep.stems.FINE_STEMS`):
 
 ====================  ===================================================================================
 vocals, drums, bass   MoisesDB's stems of the same name
@@ -33,9 +33,8 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import AudioError, resample
-from ..stems import STEMS
+from ..stems import COARSE_OF, FINE_STEMS, STEMS
 from .folder import DatasetError, fit_channels
-from .vocabulary import COARSE_OF, FINE_STEMS
 
 ENV_VAR = "MOISESDB_PATH"
 STEM_PARTS: dict[str, str | None] = {
@@ -75,6 +74,11 @@ class MoisesTrack:
     @property
     def duration(self) -> float:
         return self.num_samples / self.sample_rate
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems :meth:`load` answers (silence where the song has none): every fine stem."""
+        return FINE_STEMS
 
     def files(self, stem: str) -> list[Path]:
         """The source files that sum to ``stem`` (a coarse stem gathers those of its parts)."""

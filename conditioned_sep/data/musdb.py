@@ -29,6 +29,8 @@ from .folder import DatasetError, Track, list_tracks
 
 SPLITS = ("train", "valid", "test")
 ENV_VAR = "MUSDB_PATH"
+STEM_IDS: dict[str, int] = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+"""Stream of each stem in a MUSDB18 ``.stem.mp4`` (as musdb's ``mus.yaml`` lists them)."""
 
 
 def musdb_root(root: str | os.PathLike | None = None) -> Path:
@@ -95,6 +97,11 @@ class StemTrack:
         return self.num_samples / self.sample_rate
 
     @property
+    def stems(self) -> tuple[str, ...]:
+        """The stems :meth:`load` answers: MUSDB18's four."""
+        return tuple(s for s in self.stem_ids if s != "mixture")
+
+    @property
     def stem_paths(self) -> dict[str, Path]:
         return {stem: self.path for stem in self.stem_ids if stem != "mixture"}
 
@@ -149,6 +156,25 @@ def musdb_tracks(root: str | os.PathLike | None = None, split: str = "train", *,
         raise DatasetError(f"MUSDB18 folder {root} holds no track of the {split} split "
                            f"(looked in {root / folder_split}; the valid split is musdb's validation list)")
     return tracks
+
+
+def example_track() -> StemTrack:
+    """The 4-stem MUSDB18 excerpt that the ``stempeg`` package ships (The Easton Ellises - Falcon 69, about 7 s),
+    as a ``test`` track. Raises :class:`DatasetError` naming the way out when stempeg or ffmpeg is missing."""
+    try:
+        import stempeg
+    except (ImportError, RuntimeError, OSError) as err:
+        raise DatasetError(f"dataset 'stempeg' needs the stempeg package and ffmpeg ({err}): "
+                           "pip install 'conditioned-sep[musdb]' and install ffmpeg") from err
+    path = Path(stempeg.example_stem_path())
+    try:
+        info = stempeg.Info(str(path))
+    except Exception as err:  # ffprobe missing or failing: stempeg raises ffmpeg's own error types
+        raise DatasetError(f"cannot probe {path} with ffprobe ({err}); install ffmpeg") from err
+    stream = STEM_IDS["mixture"]
+    return StemTrack(name=path.name.removesuffix(".stem.mp4"), split="test", path=path,
+                     sample_rate=int(info.sample_rate(stream)), num_samples=int(info.samples(stream)),
+                     stem_ids=dict(STEM_IDS), channels=min(2, int(info.channels(stream))), info=info)
 
 
 def _stem_tracks(root: Path, folder_split: str, split: str) -> list[StemTrack]:

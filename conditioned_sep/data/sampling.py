@@ -27,14 +27,17 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..audio import SILENCE_DB, is_silent
-from ..stems import STEMS, UnknownStemError
+from ..stems import STEMS, UnknownStemError, check_vocabulary
 from .folder import DatasetError, fit_channels
+from .vocabulary import with_vocabulary
 
 
 @dataclass
 class SamplingConfig:
     """How examples are drawn. ``segment`` in samples; probabilities in [0, 1]; gains linear.
 
+    ``stems`` is the model's vocabulary (:func:`~conditioned_sep.stems.check_vocabulary`); with parts of other in
+    it, ``other`` is the remainder (:mod:`conditioned_sep.data.vocabulary`).
     ``target=None`` draws conditions for a conditioned model; a stem name draws examples for a dedicated one.
     The condition probabilities (one-hot, subset, zero) are normalised to sum to one.
     ``silent_target_rate``: share of the examples with a non-zero ``z`` whose target is silence (its stems
@@ -58,7 +61,7 @@ class SamplingConfig:
     scale_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        self.stems = tuple(self.stems)
+        self.stems = check_vocabulary(self.stems)
         if self.segment <= 0:
             raise ValueError(f"segment must be a positive number of samples, got {self.segment}")
         if self.target is not None and self.target not in self.stems:
@@ -75,15 +78,17 @@ class StemBank:
     (loaded once, float32), else read from disk at an offset on every call.
 
     Tracks are :class:`~conditioned_sep.data.folder.Track`-like: ``name``, ``num_samples``, ``channels``,
-    ``load(stems=, start=, length=)``.
+    ``load(stems=, start=, length=)``; they are seen through the vocabulary ``stems``
+    (:func:`~conditioned_sep.data.vocabulary.with_vocabulary`), which raises :class:`DatasetError` for a track that
+    lacks a part of other the vocabulary lists.
     """
 
     def __init__(self, tracks: Sequence, *, stems: Sequence[str] = STEMS, preload_bytes: float = 2e9,
                  channels: int = 2) -> None:
         if not tracks:
             raise DatasetError("no track to draw training examples from")
-        self.tracks = list(tracks)
-        self.stems = tuple(stems)
+        self.stems = check_vocabulary(stems)
+        self.tracks = [with_vocabulary(t, self.stems) for t in tracks]
         self.channels = channels
         total = sum(t.num_samples for t in self.tracks) * len(self.stems) * channels * 4
         self.audio: list[np.ndarray] | None = None
@@ -96,8 +101,7 @@ class StemBank:
     def _present(self, track: int, stem: int) -> bool:
         if self.audio is not None:
             return bool(np.abs(self.audio[track][stem]).max() > 0)
-        t = self.tracks[track]
-        return t.has(self.stems[stem]) if hasattr(t, "has") else True
+        return self.tracks[track].has(self.stems[stem])
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -244,9 +248,10 @@ class StepSampler(Sampler[list[int]]):
 
 def validation_excerpts(tracks: Sequence, *, stems: Sequence[str] = STEMS, seconds: float = 10.0,
                         channels: int = 2) -> list[tuple[str, np.ndarray]]:
-    """Fixed excerpts for validation: the middle ``seconds`` of every track, ``(name, (n_stems, c, samples))``."""
+    """Fixed excerpts for validation: the middle ``seconds`` of every track, ``(name, (n_stems, c, samples))``, its
+    stems those of the vocabulary ``stems`` (:func:`~conditioned_sep.data.vocabulary.with_vocabulary`)."""
     out = []
-    for t in tracks:
+    for t in (with_vocabulary(t, stems) for t in tracks):
         length = min(t.num_samples, int(seconds * t.sample_rate))
         start = (t.num_samples - length) // 2
         out.append((t.name, fit_channels(t.load(stems=stems, start=start, length=length), channels)))

@@ -1,21 +1,19 @@
-"""The embedded default dataset: deterministic synthetic songs (:mod:`conditioned_sep.data.oscillators`) written
+"""The synthetic dataset (dataset kind ``synthetic``): deterministic oscillator songs (:mod:`conditioned_sep.data.oscillators`) written
 once in MUSDB18-HQ's layout and cached.
 
 Layout: ``<root>/<split>/<song>/{vocals,drums,bass,other,mixture}.wav`` (44.1 kHz stereo, 16-bit), plus
 ``<root>/manifest.json`` written last. A generation is built in a temporary sibling folder and renamed into
 place only when complete, so a killed generation is regenerated rather than half-used.
 
-    python -m conditioned_sep.data.synthetic [ROOT]     # generate (or find) the default dataset
+    python -m conditioned_sep.data.synthetic [ROOT]     # generate (or find) the synthetic dataset
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio import write_audio
-from ..fileio import atomic_folder, atomic_write_text
 from ..stems import STEMS
-from .folder import DatasetError
+from .cache import cache_root, ensure_cached
 from .oscillators import Song, render_song
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-ENV_VAR = "CONDITIONED_SEP_DATA"
 SAMPLE_RATE = 44100
 
 
@@ -60,76 +55,36 @@ class SyntheticConfig:
 
 
 def default_data_root() -> Path:
-    """Cache folder of the default dataset: ``$CONDITIONED_SEP_DATA`` if set, else
-    ``$XDG_CACHE_HOME/conditioned-sep/synthetic-v<version>`` (``~/.cache/...``)."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "conditioned-sep" / f"synthetic-v{FORMAT_VERSION}"
+    """Cache folder of the synthetic dataset: ``synthetic-v<version>`` under ``$CONDITIONED_SEP_DATA`` if set,
+    else under ``$XDG_CACHE_HOME/conditioned-sep`` (``~/.cache/...``)."""
+    return cache_root(f"synthetic-v{FORMAT_VERSION}")
 
 
-def _manifest_header(seed: int, config: SyntheticConfig) -> dict:
-    return {"format": "conditioned-sep synthetic", "version": FORMAT_VERSION, "seed": int(seed),
-            "config": dataclasses.asdict(config)}
-
-
-def _complete(root: Path, header: dict) -> bool | None:
-    """True: a complete dataset with this header; False: a complete one with another; None: not a dataset."""
-    manifest = root / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if any(data.get(k) != v for k, v in header.items()):
-        return False
-    for split, names in data.get("tracks", {}).items():
-        for name in names:
-            if not all((root / split / name / f"{stem}.wav").is_file() for stem in STEMS):
-                return None
-    return True
-
-
-def ensure_default_dataset(
+def ensure_synthetic_dataset(
     root: str | os.PathLike | None = None, *, seed: int = 0, config: SyntheticConfig | None = None,
     workers: int | None = None, progress: bool = True,
 ) -> Path:
     """Return the root of the synthetic dataset, generating it first if needed (once; cached on disk).
 
     ``root`` defaults to :func:`default_data_root`. ``workers`` processes synthesise songs in parallel
-    (default: up to 2). Raises :class:`DatasetError` when ``root`` holds something else (another seed or size,
+    (default: up to 2). Raises :class:`~conditioned_sep.data.folder.DatasetError` when ``root`` holds something else (another seed or size,
     or foreign files).
     """
     config = config or SyntheticConfig()
     root = Path(root).expanduser() if root is not None else default_data_root()
-    header = _manifest_header(seed, config)
-    state = _complete(root, header)
-    if state is True:
-        return root
-    if state is False:
-        raise DatasetError(
-            f"{root} holds a synthetic dataset made with another seed or size than seed={seed}, {config}; "
-            "delete that folder or pass another root"
-        )
-    if root.exists() and any(root.iterdir()):
-        if (root / MANIFEST).exists():
-            shutil.rmtree(root)  # our own dataset with missing files: make it again
-        else:
-            raise DatasetError(
-                f"{root} exists and is not a synthetic dataset made by conditioned-sep (no {MANIFEST}); "
-                "delete it or pass another root"
-            )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_folder(root) as tmp:
-            tracks = _generate_into(tmp, seed=seed, config=config, workers=workers, progress=progress)
-            atomic_write_text(tmp / MANIFEST, json.dumps({**header, "tracks": tracks}, indent=1))
-    except FileExistsError:
-        # another process finished first: use its copy if it is complete
-        if _complete(root, header) is not True:
-            raise
-    return root
+    header = {"format": "conditioned-sep synthetic", "version": FORMAT_VERSION, "seed": int(seed),
+              "config": dataclasses.asdict(config)}
+
+    def build(tmp: Path) -> dict:
+        return {"tracks": _generate_into(tmp, seed=seed, config=config, workers=workers, progress=progress)}
+
+    return ensure_cached(root, header=header, required=[f"{stem}.wav" for stem in STEMS], build=build,
+                         what="synthetic dataset")
+
+
+ensure_default_dataset = ensure_synthetic_dataset
+"""The name this function had while the synthetic songs were the default dataset (the default is now the rendered
+one, :func:`conditioned_sep.data.render.ensure_rendered_dataset`)."""
 
 
 def _generate_into(out: Path, *, seed: int, config: SyntheticConfig, workers: int | None,
@@ -180,12 +135,12 @@ def _write_song_job(job: tuple) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conditioned_sep.data.synthetic",
-                                     description="Generate (once) the synthetic default dataset.")
+                                     description="Generate (once) the synthetic dataset.")
     parser.add_argument("root", nargs="?", default=None, help=f"output folder (default: {default_data_root()})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    print(ensure_default_dataset(args.root, seed=args.seed, workers=args.workers))
+    print(ensure_synthetic_dataset(args.root, seed=args.seed, workers=args.workers))
     return 0
 
 

@@ -22,6 +22,12 @@ ARCHITECTURES: dict[str, tuple[type[SeparationConfig], type[SeparationModel]]] =
 }
 """``arch`` -> (config class, model class)."""
 
+PRESETS_BY_ARCH: dict[str, dict[str, dict[str, Any]]] = {
+    UNetConfig.arch: PRESETS,
+    BandSplitConfig.arch: BANDSPLIT_PRESETS,
+}
+"""``arch`` -> its named presets (config field values); every architecture has ``tiny``, ``small`` and ``full``."""
+
 LEGACY_ARCH = UNetConfig.arch
 """The architecture of configs written before ``arch`` existed (format-1 checkpoints): the U-Net."""
 
@@ -43,7 +49,17 @@ def build_model(config: SeparationConfig) -> SeparationModel:
     return model_class(config)
 
 
+def from_preset(arch: str, preset: str, **overrides: Any) -> SeparationModel:
+    """The (untrained) model of architecture ``arch`` at its preset ``preset`` with config field ``overrides``,
+    e.g. ``from_preset("bandsplit", "tiny", conditioned=False, target="bass")``. Unknown names are a ValueError."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown model arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    _, model_class = ARCHITECTURES[arch]
+    return model_class.from_preset(preset, **overrides)  # type: ignore[attr-defined]  # each model class has one
+
+
 __all__ = [
-    "ARCHITECTURES", "BANDSPLIT_FILM_PLACES", "BANDSPLIT_PRESETS", "BandSplitConfig", "BandSplitRoFormer", "FILM_PLACES", "PRESETS", "ConditionedUNet", "DownBlock", "ModelConfig", "SeparationConfig",
-    "SeparationModel", "UNetConfig", "UpBlock", "build_model", "config_from_dict",
+    "ARCHITECTURES", "BANDSPLIT_FILM_PLACES", "BANDSPLIT_PRESETS", "BandSplitConfig", "BandSplitRoFormer",
+    "FILM_PLACES", "PRESETS", "PRESETS_BY_ARCH", "ConditionedUNet", "DownBlock", "ModelConfig", "SeparationConfig",
+    "SeparationModel", "UNetConfig", "UpBlock", "build_model", "config_from_dict", "from_preset",
 ]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor, nn
 
 from ..spectral import ISTFT, STFT
-from ..stems import STEMS
+from ..stems import STEMS, UnknownStemError, check_vocabulary
 
 C = TypeVar("C", bound="SeparationConfig")
 
@@ -27,6 +27,7 @@ class SeparationConfig:
     ``segment_frames`` in STFT frames (the training patch length).
 
     ``arch`` is fixed by the config class (not an argument): it names the architecture in checkpoints.
+    ``stems`` is the model's vocabulary (:func:`~conditioned_sep.stems.check_vocabulary`), the order of ``z``.
     ``conditioned=False`` with a ``target`` stem makes the dedicated twin of the conditioned model.
     """
 
@@ -60,8 +61,10 @@ class SeparationConfig:
                             f"can invert, got {self.hop_length}")
         if self.audio_channels not in (1, 2):
             problems.append(f"audio_channels must be 1 or 2, got {self.audio_channels}")
-        if not self.stems or len(set(self.stems)) != len(self.stems):
-            problems.append(f"stems must name at least one stem, each once, got {self.stems}")
+        try:
+            check_vocabulary(self.stems)
+        except UnknownStemError as err:
+            problems.append(f"stems: {err}")
         if self.conditioned and self.target is not None:
             problems.append(f"a conditioned model has no target (got target={self.target!r}); set conditioned=False")
         if not self.conditioned and self.target not in self.stems:

@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from ...audio import write_audio
 from ...fileio import atomic_write_text
-from ...stems import STEMS
+from ...stems import FINE_STEMS, STEMS
 from ..cache import cache_root, ensure_cached
-from ..vocabulary import FINE_STEMS
 from . import tools
 from .song import SAMPLE_RATE, RenderedSong, render_song
 
@@ -59,8 +58,8 @@ class RenderConfig:
 
 
 def default_render_root() -> Path:
-    """Cache folder of the rendered dataset: ``$CONDITIONED_SEP_DATA`` if set, else
-    ``~/.cache/conditioned-sep/rendered-v<version>`` (a new version never reuses an old cache)."""
+    """Cache folder of the rendered dataset: ``rendered-v<version>`` under ``$CONDITIONED_SEP_DATA`` if set, else
+    under ``~/.cache/conditioned-sep`` (a new version never reuses an old cache)."""
     return cache_root(f"rendered-v{FORMAT_VERSION}")
 
 

@@ -16,7 +16,7 @@ DRUM_CHANNEL = 9
 
 @dataclass(frozen=True)
 class Family:
-    """A group of GM programs that share a fine stem (:data:`~conditioned_sep.data.vocabulary.FINE_STEMS`)."""
+    """A group of GM programs that share a fine stem (:data:`~conditioned_sep.stems.FINE_STEMS`)."""
 
     stem: str
     programs: tuple[int, ...]

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-from ...stems import STEMS
+from ...stems import COARSE_OF, STEMS
 from ..oscillators import compress, reverb_ir, saturate
-from ..vocabulary import COARSE_OF
 
 PCM_SCALE = 32768.0
 CEILING = 10 ** (-1.0 / 20)  # peak of the loudest stem or mixture after the master (dBFS -1)

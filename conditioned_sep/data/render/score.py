@@ -35,7 +35,7 @@ class Note:
 class Part:
     """One instrument or voice of a song.
 
-    ``stem`` is its fine stem (:data:`~conditioned_sep.data.vocabulary.FINE_STEMS`), ``role`` what it plays (drums,
+    ``stem`` is its fine stem (:data:`~conditioned_sep.stems.FINE_STEMS`), ``role`` what it plays (drums,
     percussion, bass, comp, pad, lead, melody), ``family`` its instrument family, ``singer`` the voice that sings a
     vocal part (``engine:voice``, empty otherwise). ``controls`` are ``(beat, controller, value)`` and ``bends``
     ``(beat, value in -8192..8191)``.
