@@ -1,6 +1,7 @@
 """Speed and memory of separating all four stems, ours against Open-Unmix umxhq, on CPU.
 
     python benchmarks/bench_separate.py                      # full preset, 60 s, niter 1, + umxhq, + 10 min memory
+    python benchmarks/bench_separate.py --arch bandsplit --skip-long   # the band-split model's full preset
     python benchmarks/bench_separate.py --preset small --seconds 20 --skip-umx --skip-long
 
 Every system runs in its own subprocess, so each peak resident memory (ru_maxrss: Python, torch and all) is
@@ -41,12 +42,11 @@ def worker_ours(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conditioned_sep.models import ConditionedUNet
+    from conditioned_sep.models import from_preset
     from conditioned_sep.separator import Separator
 
     torch.manual_seed(0)
-    model = ConditionedUNet.from_preset(args.preset, **({} if args.film_where is None else
-                                                        {"film_where": args.film_where}))
+    model = from_preset(args.arch, args.preset, **({} if args.film_where is None else {"film_where": args.film_where}))
     sep = Separator(model, niter=args.niter, chunk_seconds=args.chunk_seconds)
     audio = _noise(args.seconds)
     sep.separate(audio[:, : WARMUP * SAMPLE_RATE], list(STEMS), sample_rate=SAMPLE_RATE)
@@ -54,7 +54,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     out = sep.separate(audio, list(STEMS), sample_rate=SAMPLE_RATE)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert set(out) == set(STEMS) and out["vocals"].shape == audio.shape
-    return {"system": f"conditioned-sep {args.preset} ({model.config.film_where} FiLM)",
+    return {"system": f"conditioned-sep {args.arch} {args.preset} ({model.config.film_where} FiLM)",
             "parameters": sep.num_parameters, "seconds": seconds, "cpu_seconds": cpu}
 
 
@@ -90,7 +90,8 @@ def worker_umx(args: argparse.Namespace) -> dict:
 
 
 def _run_worker(kind: str, args: argparse.Namespace, seconds: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--preset", args.preset, "--seconds", str(seconds),
+    cmd = [sys.executable, __file__, "--worker", kind, "--arch", args.arch, "--preset", args.preset,
+           "--seconds", str(seconds),
            "--niter", str(args.niter), "--chunk-seconds", str(args.chunk_seconds)]
     if args.film_where:
         cmd += ["--film-where", args.film_where]
@@ -104,12 +105,13 @@ def _run_worker(kind: str, args: argparse.Namespace, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="unet", choices=["unet", "bandsplit"])
     parser.add_argument("--preset", default="full", choices=["tiny", "small", "full"])
     parser.add_argument("--seconds", type=float, default=60.0, help="input duration for the speed comparison")
     parser.add_argument("--long-seconds", type=float, default=600.0, help="input duration for the memory check")
     parser.add_argument("--niter", type=int, default=1, help="Wiener iterations, for both systems")
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
-    parser.add_argument("--film-where", default=None, choices=["encoder", "decoder", "both"])
+    parser.add_argument("--film-where", default=None, choices=["encoder", "decoder", "both", "once", "blocks"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--skip-umx", action="store_true")
     parser.add_argument("--skip-long", action="store_true")

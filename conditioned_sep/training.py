@@ -298,7 +298,8 @@ def separation_loss(net: nn.Module, mixture: Tensor, target: Tensor, z: Tensor |
     """``(loss, estimates)``: the training loss and the complex estimates ``(q, c, f, t)`` it scored.
 
     Audio ``mixture (b, c, samples)`` and ``target (q, c, samples)``, ``z (q, n_stems)`` or None (dedicated model;
-    ``b = 1`` serves q conditions). Loss: L1 between ``|estimate|`` and ``|target|`` on the model's STFT, plus
+    ``b = 1`` serves q conditions). Loss: L1 between ``|estimate|`` and ``|target|`` on the model's STFT (between
+    their real and imaginary parts for a model with a complex mask, :attr:`SeparationModel.complex_mask`), plus
     ``wave_weight`` x L1 between the estimate's ISTFT and ``target``. ``net`` may be a DistributedDataParallel
     wrapper: the forward goes through it (so gradients synchronise), the STFT / ISTFT come from the model inside.
     Only the network's forward is autocast to ``precision``: STFT, ISTFT, complex products and the loss are fp32.
@@ -310,7 +311,11 @@ def separation_loss(net: nn.Module, mixture: Tensor, target: Tensor, z: Tensor |
     with torch.autocast(mixture.device.type, dtype=dtype) if dtype is not None else nullcontext():
         est = net(spec, z)  # (q, c, f, t)
     est = est.to(spec.dtype)
-    loss = (est.abs() - model.stft(target).abs()).abs().mean()
+    reference = model.stft(target)
+    if model.complex_mask:  # the model sets the phase: a magnitude loss would leave it free to be wrong
+        loss = (torch.view_as_real(est) - torch.view_as_real(reference)).abs().mean()
+    else:
+        loss = (est.abs() - reference.abs()).abs().mean()
     if wave_weight > 0:
         loss = loss + wave_weight * (model.istft(est, length=mixture.shape[-1]) - target).abs().mean()
     return loss, est

@@ -241,6 +241,37 @@ def test_one_loss_for_training_and_validation(tiny_synthetic):
     assert validate(model, excerpts, wave_weight=2.0)["loss"] == pytest.approx(float(both), rel=1e-6)
 
 
+class _FixedEstimate(torch.nn.Module):
+    """Stands in for a network: returns the target's spectrogram times a fixed complex factor."""
+
+    def __init__(self, model, factor: complex) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+        self.stft, self.istft, self.complex_mask = model.stft, model.istft, model.complex_mask
+
+    def forward(self, spec, z):
+        return self.reference * self.factor
+
+
+@pytest.mark.parametrize("arch", ["unet", "bandsplit"])
+def test_a_complex_mask_is_scored_on_the_phase_too(arch):
+    # a rotated estimate has the right magnitude: free for the U-Net's magnitude mask, wrong for a complex mask
+    model = build_model(TrainConfig(arch=arch, preset="tiny")).eval()
+    gen = torch.Generator().manual_seed(0)
+    mixture, target = torch.randn(1, 2, 4096, generator=gen), torch.randn(1, 2, 4096, generator=gen)
+    losses = {}
+    for name, factor in (("exact", 1.0), ("rotated", 1j)):
+        net = _FixedEstimate(model, factor)
+        net.reference = model.stft(target)
+        with torch.no_grad():
+            losses[name] = float(separation_loss(net, mixture, target, None)[0])
+    assert losses["exact"] == pytest.approx(0.0, abs=1e-6)
+    if model.complex_mask:
+        assert losses["rotated"] > 0.1
+    else:
+        assert losses["rotated"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_bf16_autocast_and_weight_average_train_on_cpu(tmp_path, tiny_synthetic):
     config = _config(tmp_path, tiny_synthetic, steps=60, steps_per_epoch=20, lr=3e-3, precision="bf16", ema_decay=0.9)
     before = _fixed_batch_loss(build_model(config), tiny_synthetic)

@@ -246,6 +246,7 @@ class BandSplitRoFormer(SeparationModel):
     unless dedicated (see the module docstring)."""
 
     config_class = BandSplitConfig
+    complex_mask = True
 
     def __init__(self, config: BandSplitConfig) -> None:
         super().__init__(config)

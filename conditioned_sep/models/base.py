@@ -107,6 +107,9 @@ class SeparationModel(nn.Module, ABC):
     """
 
     config_class: ClassVar[type[SeparationConfig]] = SeparationConfig
+    complex_mask: ClassVar[bool] = False
+    """Whether the model sets the phase of its estimates (a complex mask): training then scores the complex
+    spectrogram, not only its magnitude."""
 
     def __init__(self, config: SeparationConfig) -> None:
         super().__init__()
