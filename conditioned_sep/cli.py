@@ -282,12 +282,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     groups = {title: parser.add_argument_group(title) for title in _TRAIN_OPTIONS}
     what = groups["what to train"]
     what.add_argument("--dedicated", metavar="STEM", default=None,
-                      help=f"train a dedicated baseline for STEM ({', '.join(STEMS)}) or 'all' four, "
-                           "instead of the conditioned model")
+                      help=f"train a dedicated baseline for STEM (one of --stems, default {', '.join(STEMS)}) or "
+                           "'all' (one per stem), instead of the conditioned model")
     what.add_argument("--with-conditioned", action="store_true",
                       help="with --dedicated: train the conditioned model too (first; budget: see --budget)")
     what.add_argument("--all", action="store_true",
-                      help="conditioned model and the four dedicated ones, same data (budget: see --budget)")
+                      help="conditioned model and one dedicated model per stem, same data (budget: see --budget)")
     what.add_argument("--seeds", type=int, default=1, metavar="N",
                       help="train every model with N seeds: --seed, --seed + 1, ...; with N > 1 the models of "
                            f"seed k go to <out>/{SEED_FOLDER.format(seed='<k>')}/ (default: 1, straight in <out>)")
