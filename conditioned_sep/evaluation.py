@@ -70,7 +70,7 @@ from .metrics import METRICS, ReferenceSet, new_sdr
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
 from .spectral import ISTFT, STFT
-from .data.vocabulary import load_references
+from .data.vocabulary import load_references, with_vocabulary
 from .stems import FINE_STEMS, STEMS, StemQuery, check_vocabulary, expand, parse_queries
 
 DEFAULT_SUMS: tuple[str, ...] = ("accompaniment", "drums+bass")
@@ -555,8 +555,7 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
         raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")
     wanted = conditions(vocabulary, config.sums)
     tracks = load_tracks(config)
-    for track in tracks[:1]:  # a dataset without the vocabulary's stems fails here, naming the way out
-        load_references(track, vocabulary, length=1)
+    with_vocabulary(tracks[0], vocabulary)  # a dataset without the vocabulary's stems fails here, naming the way out
 
     records: dict[tuple[str, str], _TrackRecord] = {}
     todo: dict[str, list[str]] = {}

@@ -33,9 +33,7 @@ from scipy.stats import wilcoxon
 from .fileio import atomic_path, atomic_write_text
 from .metrics import METRICS, UNSTABLE_DB
 from .metrics import aggregate as sisec_aggregate
-from .stems import STEMS
-
-FINE_STEMS = STEMS  # TODO vocabulary
+from .stems import FINE_STEMS, STEMS
 
 NEW_SDR = "new SDR"
 """Label of the MDX challenge's whole-track SDR in tables and CSV files."""
@@ -224,7 +222,8 @@ def verdict(low: float, high: float) -> str:
 
 
 def order_conditions(conditions) -> list[str]:
-    """Single stems in vocabulary order first, then sums in first-seen order."""
+    """Single stems in :data:`~conditioned_sep.stems.FINE_STEMS` order (MUSDB18's four, then the parts of
+    other) first, then sums in first-seen order."""
     seen = list(dict.fromkeys(conditions))
     return [s for s in FINE_STEMS if s in seen] + [c for c in seen if c not in FINE_STEMS]
 
@@ -358,14 +357,16 @@ def markdown_tables(
     title: str | None = None,
 ) -> str:
     """The results as markdown: one table per metric (model x condition, "median (mean) [bootstrap interval]" in dB,
-    and "avg" = mean over the single stems, whose mean part for new SDR is the MDX score), then conditioned minus
+    and "avg" = mean over MUSDB18's four stems, whose mean part for new SDR is the MDX score; then the parts of
+    other, then sums), then conditioned minus
     dedicated with intervals, verdicts and Wilcoxon p-values, then parameters and separation time."""
     out = io.StringIO()
     if title:
         out.write(f"# {title}\n\n")
     models = list(dict.fromkeys(r.model for r in rows))
     conditions = order_conditions(r.condition for r in rows)
-    singles = [c for c in conditions if c in FINE_STEMS]
+    singles = [c for c in conditions if c in STEMS]  # "avg" is over these: MUSDB18's score
+    parts = [c for c in conditions if c in FINE_STEMS and c not in STEMS]
     cell = {(r.model, r.condition, r.metric): r for r in rows}
     seeds = {r.model: r.seeds for r in rows}
     for metric in TABLE_METRICS:
@@ -374,8 +375,8 @@ def markdown_tables(
         if any(n > 1 for n in seeds.values()):
             how += ", a track's score the mean over seeds"
         out.write(f"## {metric} in dB: {how} [{CONFIDENCE:.0%} bootstrap interval of the median]\n\n")
-        sums = [c for c in conditions if c not in singles]
-        header = ["model", *singles, *(["avg"] if len(singles) > 1 else []), *sums]
+        sums = [c for c in conditions if c not in FINE_STEMS]
+        header = ["model", *singles, *(["avg"] if len(singles) > 1 else []), *parts, *sums]
         out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
         for model in models:
             cells = [model if seeds[model] == 1 else f"{model} ({seeds[model]} seeds)"]
@@ -385,7 +386,7 @@ def markdown_tables(
                 complete = len(got) == len(singles)
                 cells.append(f"{_fmt(np.mean([r.median for r in got]))} ({_fmt(np.mean([r.mean for r in got]))})"
                              if complete else "")
-            cells += [_cell(cell.get((model, condition, metric))) for condition in sums]
+            cells += [_cell(cell.get((model, condition, metric))) for condition in (*parts, *sums)]
             out.write("| " + " | ".join(cells) + " |\n")
         flagged = [r for r in rows if r.metric == metric and r.unstable_frames]
         if flagged:

@@ -377,6 +377,9 @@ def test_six_stem_vocabulary_and_seeds(tmp_path, six_stem_seeds, run_folder):
     c = next(c for c in result.comparisons if (c.condition, c.metric) == ("piano", "SDR"))
     assert c.seeds == (2, 2) and c.verdict in report_verdicts()
     assert "conditioned (2 seeds)" in result.markdown
+    # "avg" is MUSDB18's four; the parts of other follow it, then the sums
+    assert "| model | vocals | drums | bass | other | avg | piano | guitar | accompaniment | drums+bass |" in \
+        result.markdown
     # a 4-stem model cannot be scored beside them: "other" would mean something else
     mixed = discover_models([str(six_stem_seeds), f"four={run_folder / 'conditioned'}"])
     with pytest.raises(EvaluationError, match="vocabulary"):
