@@ -93,6 +93,22 @@ def test_random_stereo_silent_frames_and_short_estimates():
     _assert_parity(ours, _museval(refs, ests, rate, rate))
 
 
+def test_frames_silent_only_at_sampled_points_are_scored_as_museval_scores_them():
+    """The per-frame silence test looks at every 64th sample first: a frame whose channel sum vanishes exactly there
+    (and at every sample in another frame) must still be told apart from a silent one, as museval's full test does."""
+    rate, n = 4000, 3 * 4000
+    rng = np.random.default_rng(5)
+    refs = rng.standard_normal((2, 2, n))
+    ests = 0.7 * refs + 0.3 * rng.standard_normal(refs.shape)
+    refs[1, 1, :rate] = -refs[1, 0, :rate]  # frame 0: left == -right everywhere: silent
+    ests[0, 1, rate : 2 * rate] = -ests[0, 0, rate : 2 * rate]  # frame 1: ... except off the sampled points
+    ests[0, 1, rate + 1 : 2 * rate : 64] += 0.5
+    ours = bss_eval(refs, ests, rate)
+    assert np.isnan(ours.sdr[:, 0]).all()
+    assert np.isfinite(ours.sdr[:, 1:]).all() and np.isfinite(ours.sar[:, 1:]).all()
+    _assert_parity(ours, _museval(refs, ests, rate, rate))
+
+
 def test_mono_overlapping_frames_other_rate():
     rate, n = 6000, 6000 * 4
     rng = np.random.default_rng(4)
