@@ -12,7 +12,7 @@ from conditioned_sep.data.sources import DATASET_KINDS, DatasetSpec, has_own_val
 from conditioned_sep.data.vocabulary import load_references
 from conditioned_sep.stems import FINE_STEMS, STEMS
 
-from test_vocabulary import write_rendered_like  # a helper, not a fixture: tests/ is on sys.path
+from layouts import write_rendered_like  # a helper, not a fixture: tests/ is on sys.path
 
 MOISESDB = Path(__file__).parent / "fixtures" / "moisesdb"
 

@@ -344,7 +344,7 @@ def six_stem_seeds(tmp_path_factory) -> Path:
 
 
 def test_six_stem_vocabulary_and_seeds(tmp_path, six_stem_seeds, run_folder):
-    from test_vocabulary import write_rendered_like  # a helper, not a fixture: tests/ is on sys.path
+    from layouts import write_rendered_like  # a helper, not a fixture: tests/ is on sys.path
 
     from conditioned_sep.metrics import bss_eval
 

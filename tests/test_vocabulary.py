@@ -19,8 +19,9 @@ from conditioned_sep.separator import Separator
 from conditioned_sep.stems import (FINE_STEMS, OTHER_PARTS, STEMS, UnknownStemError, check_vocabulary,
                                    parse_queries, parse_query, query_to_z)
 
+from layouts import RATE, noise, write_rendered_like  # a helper module: tests/ is on sys.path
+
 SIX = ("vocals", "drums", "bass", "piano", "guitar", "other")
-RATE = 8000
 
 
 def test_check_vocabulary():
@@ -62,25 +63,6 @@ def test_a_part_the_vocabulary_lacks_is_named():
         parse_query("accompaniment", vocabulary=("vocals", "piano"))
 
 
-def _noise(rng: np.random.Generator, seconds: float, scale: float = 0.1) -> np.ndarray:
-    return (scale * rng.standard_normal((2, int(seconds * RATE)))).astype(np.float32)
-
-
-def write_rendered_like(root: Path, *, tracks: dict[str, int], seconds: float = 1.0, seed: int = 0) -> Path:
-    """Rendered layout: vocals, drums, bass, other (= its parts + an effect), mixture, and each song's parts
-    (``tracks``: name -> how many of piano, guitar, synth it has, in that order). Float wav: sums are exact."""
-    rng = np.random.default_rng(seed)
-    for name, n_parts in tracks.items():
-        folder = root / "train" / name
-        folder.mkdir(parents=True)
-        stems = {s: _noise(rng, seconds) for s in ("vocals", "drums", "bass")}
-        parts = {p: _noise(rng, seconds) for p in ("piano", "guitar", "synth")[:n_parts]}
-        stems["other"] = sum(parts.values(), start=0.02 * _noise(rng, seconds))  # an effect in no part
-        for stem, audio in {**stems, **parts, "mixture": sum(stems.values())}.items():
-            write_audio(folder / f"{stem}.wav", audio, RATE, subtype="FLOAT")
-    return root
-
-
 @pytest.fixture(scope="module")
 def rendered_like(tmp_path_factory) -> Path:
     return write_rendered_like(tmp_path_factory.mktemp("rendered"), tracks={"a": 3, "b": 1, "c": 2})
@@ -111,7 +93,7 @@ def test_track_with_parts_only_sums_the_unlisted_parts_into_other(tmp_path):
     folder = tmp_path / "train" / "t"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    audio = {s: _noise(rng, 0.5) for s in ("vocals", "piano", "guitar", "synth")}
+    audio = {s: noise(rng, 0.5) for s in ("vocals", "piano", "guitar", "synth")}
     for stem, x in audio.items():
         write_audio(folder / f"{stem}.wav", x, RATE, subtype="FLOAT")
     track = list_tracks(tmp_path, "train", stems=("vocals", *OTHER_PARTS))[0]
