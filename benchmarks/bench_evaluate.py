@@ -26,6 +26,7 @@ import multiprocessing
 import resource
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.signal
@@ -115,7 +116,8 @@ def score_song(references: np.ndarray, rate: int, *, shared: bool) -> tuple[floa
         t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            _score(row, "song", references, mixture, estimates, queries, rate, prepared=prepared if shared else None)
+            _score(SimpleNamespace(model=row, seed=None), "song", references, mixture, estimates, queries, rate,
+                   prepared=prepared if shared else None)  # the scores name the row's model and seed only
         wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
         del estimates
     return wall, cpu, held

@@ -1,0 +1,37 @@
+"""The benchmark scripts still run against the package as it is now (tiny inputs; their figures are not checked).
+
+A change of an internal signature once broke ``bench_evaluate.py`` without any test noticing; these runs catch
+that. ``bench_train.py`` is left out: even its tiny setting builds training data for minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+RUNS = {
+    "bench_metrics": (["--seconds", "3", "--repeats", "1"],
+                      [r"speed-up wall clock\s*:\s*[\d.]+x", r"max \|ours - museval\| SAR: [\d.e+-]+ dB"]),
+    "bench_evaluate": (["--tracks", "2", "--minutes", "0.1", "--measure", "1", "--museval-seconds", "2", "4"],
+                       [r"song 0: ours [\d.]+ s wall", r"ratio: \d+x"]),
+    "bench_separate": (["--preset", "tiny", "--seconds", "2", "--skip-umx", "--skip-long"],
+                       [r"conditioned-sep unet tiny .* [\d.]+G"]),
+    "bench_stream": (["--minutes", "0.05", "--arch", "unet", "--preset", "tiny"],
+                     [r"longest / shortest peak: [\d.]+"]),
+}
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_benchmark_runs_and_prints_its_figures(script):
+    args, patterns = RUNS[script]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for pattern in patterns:
+        assert re.search(pattern, done.stdout), f"{pattern!r} not in the output of {script}:\n{done.stdout[-3000:]}"
