@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "conditioned_sep"
 LAYERS: list[set[str]] = [
     {"stems", "fileio"},
     {"audio"},
+    {"kernels"},
     {"metrics", "spectral", "film"},
     {"museval_io", "report", "chunking"},
     {"models"},
