@@ -66,8 +66,9 @@ where it exceeds :data:`UNSTABLE_DB`. On such frames museval's published numbers
 precision, whichever implementation computed them.
 
 Speed. Both passes over the samples (the lag correlations; the frames' projections) run on the threads torch is
-given; their small per-frequency products go through torch's BLAS, and the frames' energies through one compiled
-loop (:mod:`conditioned_sep.kernels`, numba), since in numpy they took a dozen passes over memory.
+given; the correlations' small per-frequency products go through torch's BLAS, and the frames' projections and
+energies through one compiled loop (:mod:`conditioned_sep.kernels`, numba), since in numpy they took a product and
+a dozen passes over memory.
 
 Memory is bounded by the window and the filter length, not the track: inputs are read block by block (float32
 input is never copied whole into float64); the solver keeps ``O(A^2 L)`` numbers (the dense fallback ``(A L)^2``).
@@ -101,7 +102,6 @@ _CHUNK_ELEMENTS = 1_000_000
 # frames with filters go one or two at a time: their buffers stay small (fewer page faults) and the product that
 # needs several frames at once is gone (measured 0.26 s against 0.31 s for 60 one-second frames of eight rows)
 _FRAME_CHUNK_ELEMENTS = 250_000
-_SLICE_ELEMENTS = 65_536  # complex values per array in the frames' per-frequency products (measured fastest)
 _RFFT_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 _MUSEVAL_EPS = float(np.finfo(np.float64).eps)  # museval solves (G + eps I) c = D, eps absolute
 _REFINE_TOL = 1e-8  # refinement stops when a step changes the filters by less than this fraction
@@ -366,7 +366,8 @@ def _n_threads() -> int:
 
 
 def _map_threads(fn: Callable, groups: list) -> list:
-    """``[fn(g) for g in groups]`` on a small thread pool (FFTs, ufuncs and :func:`_matmul` release the GIL).
+    """``[fn(g) for g in groups]`` on a small thread pool (FFTs, ufuncs, :func:`_matmul_add` and the compiled loop
+    release the GIL).
 
     torch's own threads are set to one meanwhile (and restored): each worker's products then run on its own core
     instead of four threads fighting over two (measured 14x slower per product here)."""
@@ -390,24 +391,17 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _POOLS[workers]
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, accumulate: bool = False) -> np.ndarray:
-    """``out = a @ b`` (``out += a @ b`` with ``accumulate``) for stacks of small complex128 matrices, ``(batch, m,
-    k) @ (batch, k, n)``, through torch: numpy's batched product of small matrices is 1.4x slower on one thread
-    and does not run in parallel from two threads (measured: 8193 products of 8x5 by 5x16, 3.1 ms alone, 4.3 ms
-    each from two threads; torch 2.2 and 1.1 ms), and torch adds into ``out`` within the product (no pass over a
-    temporary). Other dtypes (long double) stay with numpy."""
-    if not (a.dtype == b.dtype == out.dtype == np.complex128 and out.flags.c_contiguous and a.ndim == 3):
-        if accumulate:
-            out += np.matmul(a, b)
-        else:
-            np.matmul(a, b, out=out)
-        return out
-    ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
-    if accumulate:
-        tout.baddbmm_(ta, tb)
-    else:
-        torch.bmm(ta, tb, out=tout)
-    return out
+def _matmul_add(a: np.ndarray, b: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """``acc += a @ b`` for stacks of small complex128 matrices, ``(batch, m, k) @ (batch, k, n)``, through torch:
+    numpy's batched product of small matrices is 1.4x slower on one thread and does not run in parallel from two
+    threads (measured: 8193 products of 8x5 by 5x16, 3.1 ms alone, 4.3 ms each from two threads; torch 2.2 and
+    1.1 ms), and torch adds into ``acc`` within the product (no pass over a temporary). Other dtypes (long
+    double) stay with numpy."""
+    if not (a.dtype == b.dtype == acc.dtype == np.complex128 and acc.flags.c_contiguous and a.ndim == 3):
+        acc += np.matmul(a, b)
+        return acc
+    torch.from_numpy(acc).baddbmm_(torch.from_numpy(a), torch.from_numpy(b))
+    return acc
 
 
 def _split(items: list, parts: int) -> list[list]:
@@ -473,7 +467,7 @@ def _lag_correlations(x: _Rows, ys: Sequence[_Rows], max_lag: int, dtype=np.floa
             for y, col in zip(ys, cols):  # x's own spectra, or the extended blocks'
                 source = x_spec if y is x else o_spec[o_rows[id(y)] : o_rows[id(y)] + y.count]
                 y_t[:, :, col : col + y.count] = source.transpose(2, 1, 0)
-            _matmul(x_t, y_t, acc, accumulate=True)  # the sum over blocks
+            _matmul_add(x_t, y_t, acc)  # the sum over blocks
             if with_self:  # pairs (tail of block k, head of block k + 1), at lags 1 .. lag
                 t_spec = scipy.fft.rfft(tail, axis=-1).transpose(2, 0, 1)
                 h_spec = scipy.fft.rfft(head, axis=-1).transpose(2, 1, 0)
@@ -942,8 +936,8 @@ def _frame_energies(refs: _Rows, ests: _Rows, starts: np.ndarray, length: int,
         n_freq = n_fft // 2 + 1
         # Parseval for a real signal's half spectrum: weight 2/n, but 1/n at 0 and n/2 (bins scaled by sqrt(1/2))
         edges = [0, n_freq - 1] if n_fft % 2 == 0 else [0]
-        # per filter set: the interference filters' spectra (f, e, a), applied by one small BLAS product per
-        # frequency, and the own-source ones (f, e, c) on the channels of row e's source, applied in the kernel
+        # per filter set: the interference filters' spectra (f, e, a) and the own-source ones (f, e, c) on the
+        # channels of row e's source, for the compiled loop
         spectra = []
         for interf, spat in filter_sets:
             interf_spec = np.empty((n_freq, a, a), dtype=np.complex128)
@@ -970,25 +964,16 @@ def _frame_energies(refs: _Rows, ests: _Rows, starts: np.ndarray, length: int,
         if filter_sets:
             for k in ("r_spec", "d_spec"):
                 out[k] = np.empty((a, t, n_freq), dtype=np.complex128)
-            width = max(1, _SLICE_ELEMENTS // (a * t))  # frequencies per slice: the products stay in cache
-            for k in ("r", "interf"):  # (f, a, t), f: freq
-                out[k] = np.empty((width, a, t), dtype=np.complex128)
         return out
 
     def filtered(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The filter energies of one chunk of frames ``{name: (s, t)}``, frequency slice by frequency slice."""
+        """The filter energies of one chunk of frames ``{name: (s, t)}``."""
         for x, key in ((b["ref"], "r_spec"), (b["est"], "d_spec")):  # est holds est - ref
             spec = _rfft(x, n_fft, b[key])
             spec[..., edges] *= np.sqrt(0.5)  # the projections are linear: their edge bins follow
-        sums = np.zeros((len(spectra), 5, a, b["r"].shape[-1]))  # per set: e_spat, s_filt, e_int, s_all, e_art
-        width = b["r"].shape[0]
-        for lo in range(0, n_freq, width):
-            hi = min(lo + width, n_freq)
-            r, interf = b["r"][: hi - lo], b["interf"][: hi - lo]
-            np.copyto(r, b["r_spec"][:, :, lo:hi].transpose(2, 0, 1))
-            for k, (interf_spec, own_spec) in enumerate(spectra):
-                _matmul(interf_spec[lo:hi], r, interf)  # e_interf
-                projection_energies(r, interf, b["d_spec"], own_spec, lo, sums[k])
+        sums = np.zeros((len(spectra), 5, a, b["r_spec"].shape[1]))  # per set: e_spat, s_filt, e_int, s_all, e_art
+        for k, (interf_spec, own_spec) in enumerate(spectra):
+            projection_energies(b["r_spec"], b["d_spec"], interf_spec, own_spec, sums[k])
         per_source = sums.reshape(len(spectra), 5, n_src, n_ch, -1).sum(axis=3)  # (sets, 5, s, t)
         return {f"{name}{k}": per_source[k, i] for k in range(len(spectra))
                 for i, name in enumerate(("e_spat", "s_filt", "e_int", "s_all", "e_art"))}

@@ -286,25 +286,26 @@ def _lag_major(c: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("n_src, n_ch", [(3, 2), (2, 1)])
 def test_projection_energy_kernel_matches_numpy_sums(n_src, n_ch):
-    """The compiled loop against the same sums written with numpy arrays, on a slice inside the spectra."""
+    """The compiled loop against the same projections and sums written with numpy arrays."""
     from conditioned_sep.kernels import projection_energies
 
     rng = np.random.default_rng(2)
-    a, t, n_freq, lo, width = n_src * n_ch, 3, 40, 7, 25
+    a, t, n_freq = n_src * n_ch, 3, 40
 
     def spectra(*shape):
         return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
 
-    r, interf, d_spec, own = spectra(width, a, t), spectra(width, a, t), spectra(a, t, n_freq), spectra(n_freq, a, n_ch)
+    r_spec, d_spec, interf, own = spectra(a, t, n_freq), spectra(a, t, n_freq), spectra(n_freq, a, a), spectra(
+        n_freq, a, n_ch)
     out = np.full((5, a, t), 0.5)  # it adds to what is there
-    projection_energies(r, interf, d_spec, own, lo, out)
-    own_block = np.zeros((width, a, a), dtype=complex)  # row e: its own filters on its source's channels
+    projection_energies(r_spec, d_spec, interf, own, out)
+    own_block = np.zeros((n_freq, a, a), dtype=complex)  # row e: its own filters on its source's channels
     for e in range(a):
         first = (e // n_ch) * n_ch
-        own_block[:, e, first : first + n_ch] = own[lo : lo + width, e]
-    spat = own_block @ r
-    d = d_spec[:, :, lo : lo + width].transpose(2, 0, 1)
-    expected = [spat, r + spat, interf, r + spat + interf, d - spat - interf]
+        own_block[:, e, first : first + n_ch] = own[:, e]
+    r, d = r_spec.transpose(2, 0, 1), d_spec.transpose(2, 0, 1)  # (f, a, t)
+    spat, e_int = own_block @ r, interf @ r
+    expected = [spat, r + spat, e_int, r + spat + e_int, d - spat - e_int]
     for k, v in enumerate(expected):
         np.testing.assert_allclose(out[k], 0.5 + (np.abs(v) ** 2).sum(axis=0), rtol=1e-13)
 
