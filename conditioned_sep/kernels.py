@@ -1,7 +1,8 @@
 """Compiled inner loops (numba) of :mod:`conditioned_sep.metrics`.
 
-numba compiles them on first use (about half a second) and caches the machine code beside this file, so later
-processes load it. They release the GIL, so the metrics' own worker threads run them in parallel.
+numba compiles them on first use in each process (about half a second). Nothing is cached on disk on purpose: a
+cache would write beside the installed package or in the home folder, and a read-only install or a full disk would
+then make scoring fail. They release the GIL, so the metrics' own worker threads run them in parallel.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+@numba.njit(nogil=True, fastmath={"reassoc", "contract"})
 def projection_energies(r_spec: np.ndarray, d_spec: np.ndarray, interf: np.ndarray, own: np.ndarray,
                         out: np.ndarray) -> None:
     """Adds the energies of museval's decomposition of each frame, per estimate row, to ``out``.
