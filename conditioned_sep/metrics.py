@@ -108,6 +108,7 @@ _REFINE_TOL = 1e-8  # refinement stops when a step changes the filters by less t
 _SETTLED = 1e-6  # ... or when it stops converging: extended-precision filters count as settled below this change
 _DOUBLE_FLOOR = 1e-3  # double-precision refinement that stalls above this shows an inverse too rough to refine with
 _MAX_STEPS = 8
+_PROJECTION_ENERGIES = ("e_spat", "s_filt", "e_int", "s_all", "e_art")  # kernels.projection_energies' order
 _HAS_EXTENDED = bool(np.finfo(np.longdouble).eps < 1e-18)  # 80-bit (x86) or 128-bit long double
 
 
@@ -926,8 +927,7 @@ def _frame_energies(refs: _Rows, ests: _Rows, starts: np.ndarray, length: int,
     n_src = len(refs.index)
     a = n_src * n_ch
     n_frames = len(starts)
-    names = ["ref", "diff"] + [f"{e}{k}" for k in range(len(filter_sets))
-                               for e in ("e_spat", "s_filt", "e_int", "s_all", "e_art")]
+    names = ["ref", "diff"] + [f"{e}{k}" for k in range(len(filter_sets)) for e in _PROJECTION_ENERGIES]
     energy = {k: np.empty((n_src, n_frames)) for k in names}
     silent = np.zeros(n_frames, dtype=bool)
     if filter_sets:
@@ -971,12 +971,12 @@ def _frame_energies(refs: _Rows, ests: _Rows, starts: np.ndarray, length: int,
         for x, key in ((b["ref"], "r_spec"), (b["est"], "d_spec")):  # est holds est - ref
             spec = _rfft(x, n_fft, b[key])
             spec[..., edges] *= np.sqrt(0.5)  # the projections are linear: their edge bins follow
-        sums = np.zeros((len(spectra), 5, a, b["r_spec"].shape[1]))  # per set: e_spat, s_filt, e_int, s_all, e_art
+        sums = np.zeros((len(spectra), len(_PROJECTION_ENERGIES), a, b["r_spec"].shape[1]))
         for k, (interf_spec, own_spec) in enumerate(spectra):
             projection_energies(b["r_spec"], b["d_spec"], interf_spec, own_spec, sums[k])
-        per_source = sums.reshape(len(spectra), 5, n_src, n_ch, -1).sum(axis=3)  # (sets, 5, s, t)
+        per_source = sums.reshape(*sums.shape[:2], n_src, n_ch, -1).sum(axis=3)  # (sets, energies, s, t)
         return {f"{name}{k}": per_source[k, i] for k in range(len(spectra))
-                for i, name in enumerate(("e_spat", "s_filt", "e_int", "s_all", "e_art"))}
+                for i, name in enumerate(_PROJECTION_ENERGIES)}
 
     def work(group: list[np.ndarray]) -> None:
         pool: dict[int, dict[str, np.ndarray]] = {}
