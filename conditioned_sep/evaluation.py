@@ -360,9 +360,17 @@ def _score(row: _Row, track_name: str, references: np.ndarray, mixture: np.ndarr
         if q in singles:
             continue
         sources = scoring_set(q, vocabulary)
-        target = sum(refs[s] for s in q.stems)
+        target = refs[q.stems[0]].astype(np.float64)  # float64: the exact sum, as ReferenceSet.combine needs
+        for s in q.stems[1:]:
+            target += refs[s]
         if sources not in prepared:
-            prepared[sources] = ReferenceSet([target, *(refs[s] for s in sources[1:])], sample_rate=rate)
+            references = [target, *(refs[s] for s in sources[1:])]
+            if vocabulary in prepared:  # the sum's reference correlations from the stems' (no pass over the samples)
+                weights = np.array([[float(s in q.stems) for s in vocabulary]]
+                                   + [[float(s == other) for s in vocabulary] for other in sources[1:]])
+                prepared[sources] = prepared[vocabulary].combine(weights, references)
+            else:
+                prepared[sources] = ReferenceSet(references, sample_rate=rate)
         result = prepared[sources].evaluate([estimates[q.name], *(ests[s] for s in sources[1:])])
         scores.append(_condition_scores(row, track_name, q.name, sources, result, 0,
                                         _whole_track_sdr([target], [estimates[q.name]])[0]))

@@ -771,6 +771,33 @@ class ReferenceSet:
         self._corr_ext: np.ndarray | None = None
         self._systems: dict[str, _GramSystem] = {}
         self._rcond: float | None = None
+        self._combination: tuple[ReferenceSet, np.ndarray] | None = None  # (parent, weights): see combine()
+
+    def combine(self, weights, references) -> ReferenceSet:
+        """A reference set of sums of this set's sources, for the same track: ``references[i]`` (as for the
+        constructor) must be ``sum_k weights[i, k] * source_k`` to double precision (build float32 stems' sums in
+        float64). Its reference correlations, double and long double, are derived from this set's (correlations
+        are bilinear) instead of passes over the samples; evaluation scores the sums ``accompaniment`` and
+        ``drums+bass`` so. The sums are checked at a few thousand samples (``ValueError`` when they do not hold)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        new = ReferenceSet(references, self.sample_rate, window=self.window, hop=self.hop,
+                           filters_len=self.filters_len, extended_precision=self.extended_precision)
+        if weights.shape != (new.shape[0], self.shape[0]) or new.shape[1:] != self.shape[1:]:
+            raise ValueError(f"combine: weights {weights.shape} and references {new.shape} do not fit this set's "
+                             f"{self.shape} (sources, channels, samples); give one weight row per new source and one "
+                             "column per source of this set, and references of the same channels and length")
+        parent_parts, parts = self._refs.sources.parts, new._refs.sources.parts
+        at = np.unique(np.linspace(0, self.shape[-1] - 1, 4096).astype(np.int64))
+        for i, part in enumerate(parts):
+            expected = sum(w * np.asarray(parent_parts[k][:, at], dtype=np.float64) for k, w in enumerate(weights[i]))
+            scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float64).tiny)
+            error = float(np.abs(np.asarray(part[:, at], dtype=np.float64) - expected).max(initial=0.0))
+            if error > 1e-12 * scale:
+                raise ValueError(f"combine: reference {i} is not the weighted sum of this set's sources (off by "
+                                 f"{error / scale:.1e} of its peak at sampled points); pass the sums themselves, "
+                                 "in float64 when the sources are float32")
+        new._combination = (self, weights)
+        return new
 
     def evaluate(self, estimates, *, compute_filters: bool = True) -> BSSEvalResult:
         """BSS Eval v4 of one estimate set ``(sources, channels, samples)`` (padded or cut to the references)."""
@@ -811,10 +838,11 @@ class ReferenceSet:
         """``[(interf, spat)]`` for the refined filters, then for the double-precision ones when they differ."""
         L, n_ch = self.filters_len, self.shape[1]
         a = self._refs.count
-        if self._corr is None:  # the first estimate set: one pass for the reference and the cross correlations
+        if self._corr is None and self._combination is None:  # the first estimate set: one pass for both
             r = _lag_correlations(self._refs, [self._refs, ests], L - 1)
             self._corr, cross = _symmetrised(r[:, :a]), r[:, a:]
         else:
+            self._reference_corr()
             cross = _lag_correlations(self._refs, [ests], L - 1)
         # rhs[(a, k), e] = <reference row a delayed k, estimate row e> = r_ae(k)
         rhs = cross[:, :, L - 1 :].transpose(0, 2, 1)  # (a, L, e)
@@ -840,12 +868,29 @@ class ReferenceSet:
 
     def _extended_loader(self, kind: str) -> Callable[[], np.ndarray]:
         """The ``kind`` system's correlations in long double, from one long-double pass shared by both systems."""
-        def load() -> np.ndarray:
-            if self._corr_ext is None:
-                r = _lag_correlations(self._refs, [self._refs], self.filters_len - 1, dtype=np.longdouble)
-                self._corr_ext = _symmetrised(r)
-            return self._system_corr(self._corr_ext, kind)
-        return load
+        return lambda: self._system_corr(self._reference_corr(extended=True), kind)
+
+    def _reference_corr(self, *, extended: bool = False) -> np.ndarray:
+        """The references' lag correlations ``(A, A, 2L-1)`` (active rows), symmetrised, in double or long double:
+        from a pass over the samples, or, for a set made by :meth:`combine`, from its parent's."""
+        cached = self._corr_ext if extended else self._corr
+        if cached is None:
+            if self._combination is not None:
+                parent, weights = self._combination
+                n_ch = self.shape[1]
+                w = weights[np.ix_(self.active, parent.active)]  # silent sources add nothing
+                p = parent._reference_corr(extended=extended)
+                p = p.reshape(len(parent.active), n_ch, len(parent.active), n_ch, -1)
+                combined = np.einsum("ik,jl,kalbm->iajbm", w, w, p)
+                cached = _symmetrised(combined.reshape(len(self.active) * n_ch, len(self.active) * n_ch, -1))
+            else:
+                dtype = np.longdouble if extended else np.float64
+                cached = _symmetrised(_lag_correlations(self._refs, [self._refs], self.filters_len - 1, dtype=dtype))
+            if extended:
+                self._corr_ext = cached
+            else:
+                self._corr = cached
+        return cached
 
     def _system_corr(self, corr: np.ndarray, kind: str) -> np.ndarray:
         """``(B, a, a, 2L-1)``: all references (``B = 1``) or each source's channels alone (``B = sources``)."""

@@ -592,6 +592,55 @@ def test_reference_set_prepares_once_and_matches_separate_calls(music, monkeypat
         assert one.gram_rcond == pytest.approx(again.gram_rcond, rel=1e-6)
 
 
+@pytest.mark.parametrize("dithered", [True, False])
+def test_combined_reference_set_derives_the_sums_correlations_and_matches_a_direct_one(music, raw_music, dithered,
+                                                                                     monkeypatch):
+    """accompaniment (drums + bass + other) against vocals, as evaluation scores it: the combined set's reference
+    correlations come from the stems' set, with no pass over the samples, and its scores equal a direct set's:
+    to EQUAL_DB on well-conditioned music, and to 1e-6 dB on the undithered (ill-conditioned, long-double) path
+    wherever the frames are stable (measured 1.7e-8 dB: both settle on the exact solution of their equations)."""
+    refs, rate = music if dithered else (raw_music[0], raw_music[2])
+    refs = refs[..., : 2 * rate]
+    stems = ReferenceSet(refs, rate)
+    stems.evaluate(0.8 * refs + 0.2 * refs[::-1])  # the stems' own scoring comes first, as in evaluation
+    accompaniment = refs[0] + refs[1] + refs[2]
+    rng = np.random.default_rng(4)
+    b, a = scipy.signal.butter(4, 6000, fs=rate)
+    ests = [0.7 * scipy.signal.lfilter(b, a, accompaniment, axis=-1) + 0.1 * refs[3] + 0.01 * rng.standard_normal(
+        accompaniment.shape), 0.6 * refs[3] + 0.2 * refs[0] + 0.01 * rng.standard_normal(accompaniment.shape)]
+    weights = [[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    correlations = []
+    correlate = metrics._lag_correlations
+    monkeypatch.setattr(metrics, "_lag_correlations", lambda x, ys, *a, **k: correlations.append(
+        any(y is x for y in ys)) or correlate(x, ys, *a, **k))
+    combined = stems.combine(weights, [accompaniment, refs[3]]).evaluate(ests)
+    assert correlations == [False]  # only the cross correlations with the estimates
+    monkeypatch.setattr(metrics, "_lag_correlations", correlate)
+    direct = ReferenceSet([accompaniment, refs[3]], rate).evaluate(ests)
+    assert combined.solver == direct.solver
+    if dithered:
+        for a, b in zip(_scores(combined), _scores(direct)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=EQUAL_DB)
+    else:
+        assert combined.solver.endswith("+extended")
+        stable = ~(combined.unstable | direct.unstable)
+        assert stable.any()
+        for a, b in zip(_scores(combined), _scores(direct)):
+            assert np.nanmax(np.abs(a - b)[stable]) < 1e-6
+
+
+def test_combine_refuses_weights_that_do_not_fit_and_sums_that_are_not_sums(music):
+    refs, rate = music
+    refs = refs[..., :rate]
+    stems = ReferenceSet(refs, rate)
+    with pytest.raises(ValueError, match=r"weights \(1, 3\) and references \(1, 2, 44100\) do not fit"):
+        stems.combine([[1.0, 1.0, 1.0]], [refs[0] + refs[1] + refs[2]])
+    rounded = (refs[0] + refs[1]).astype(np.float32)  # a float32 sum is off by ~1e-8: not these sums
+    with pytest.raises(ValueError, match="not the weighted sum.*in float64"):
+        stems.combine([[1.0, 1.0, 0.0, 0.0]], [rounded])
+    assert stems.combine([[1.0, 1.0, 0.0, 0.0]], [refs[0] + refs[1]]).shape == (1, 2, rate)
+
+
 def test_sequences_of_per_source_arrays_are_scored_without_stacking(music):
     refs, rate = music
     refs = refs[..., : 2 * rate].astype(np.float32)
