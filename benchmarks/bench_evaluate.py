@@ -103,6 +103,7 @@ def score_song(references: np.ndarray, rate: int, *, shared: bool) -> tuple[floa
     the largest bytes of estimates held at once. Rows are made one at a time, as ``evaluate.py`` makes them, and
     their making is not timed."""
     from conditioned_sep.evaluation import DEFAULT_SUMS, _score, parse_sums
+    from conditioned_sep.metrics import no_huge_pages
     from conditioned_sep.stems import STEMS, StemQuery
 
     queries = [StemQuery(s, (s,)) for s in STEMS] + parse_sums(DEFAULT_SUMS)
@@ -114,7 +115,7 @@ def score_song(references: np.ndarray, rate: int, *, shared: bool) -> tuple[floa
         estimates = row_estimates(row, references, rate)
         held = max(held, sum(v.nbytes for v in estimates.values()))
         t0, c0 = time.perf_counter(), time.process_time()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_huge_pages():  # as evaluate.py scores a track
             warnings.simplefilter("ignore", UserWarning)
             _score(SimpleNamespace(model=row, seed=None), "song", references, mixture, estimates, queries, rate,
                    prepared=prepared if shared else None)  # the scores name the row's model and seed only

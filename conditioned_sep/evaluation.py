@@ -66,7 +66,7 @@ from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
 from .fileio import atomic_write_text
-from .metrics import METRICS, ReferenceSet, new_sdr
+from .metrics import METRICS, ReferenceSet, new_sdr, no_huge_pages
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
 from .spectral import ISTFT, STFT
@@ -459,6 +459,12 @@ def _write_outputs_for_track(config: EvalConfig, record: _TrackRecord, split: st
 
 def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig, wanted: list[StemQuery],
                     vocabulary: tuple[str, ...]) -> list[_TrackRecord]:
+    with no_huge_pages():  # large arrays come and go for minutes: see metrics.no_huge_pages
+        return _evaluate_track_rows(track, rows, todo, config, wanted, vocabulary)
+
+
+def _evaluate_track_rows(track, rows: list[_Row], todo: list[str], config: EvalConfig, wanted: list[StemQuery],
+                         vocabulary: tuple[str, ...]) -> list[_TrackRecord]:
     rate = int(track.sample_rate)
     references = load_references(track, vocabulary)  # (stems, c, samples) float32
     mixture = references.sum(0)

@@ -629,6 +629,19 @@ def test_combined_reference_set_derives_the_sums_correlations_and_matches_a_dire
             assert np.nanmax(np.abs(a - b)[stable]) < 1e-6
 
 
+def test_no_huge_pages_switches_numpy_advice_off_and_back():
+    from conditioned_sep.metrics import _set_madvise_hugepage, no_huge_pages
+
+    assert _set_madvise_hugepage is not None  # this numpy has the switch: the context manager is not a no-op here
+    before = _set_madvise_hugepage(True)  # returns the previous setting
+    try:
+        with no_huge_pages():
+            assert _set_madvise_hugepage(False) is False  # it was off inside
+        assert _set_madvise_hugepage(True) is True  # and on again after
+    finally:
+        _set_madvise_hugepage(before)
+
+
 def test_combine_refuses_weights_that_do_not_fit_and_sums_that_are_not_sums(music):
     refs, rate = music
     refs = refs[..., :rate]
