@@ -20,7 +20,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "conditioned_sep"
 LAYERS: list[set[str]] = [
     {"stems", "fileio"},
     {"audio"},
-    {"kernels"},
     {"metrics", "spectral", "film"},
     {"museval_io", "report", "chunking"},
     {"models"},
@@ -154,3 +153,11 @@ def test_importing_the_package_is_cheap():
     code = "import sys, conditioned_sep; print('torch' in sys.modules, conditioned_sep.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False" and out[1] != ""
+
+
+def test_training_does_not_load_the_compiled_metrics():
+    """Training needs a 17-line SDR, not numba and the BSS Eval kernels (seconds of import and memory per worker)."""
+    code = ("import sys, conditioned_sep.training, conditioned_sep.metrics as m; m.new_sdr; "
+            "print('numba' in sys.modules, 'conditioned_sep.metrics.decomposition' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -25,6 +25,7 @@ import scipy.signal
 import torch
 
 from conditioned_sep import metrics
+from conditioned_sep.metrics import decomposition, inputs, toeplitz
 from conditioned_sep.audio import AudioError
 from conditioned_sep.metrics import (FILTERS_LEN, UNSTABLE_DB, ReferenceSet, aggregate, bss_eval, bss_eval_many,
                                      framewise_sdr, new_sdr, si_sdr, to_museval_layout)
@@ -236,8 +237,8 @@ def test_indefinite_gram_breaks_levinson_and_the_dense_fallback_adds_a_ridge():
     with pytest.raises(np.linalg.LinAlgError):
         np.linalg.cholesky(gram + np.finfo(float).eps * np.eye(2))
     corr = gram[None, :, :, None]  # one block-Toeplitz matrix of 2 channels and 1 lag
-    assert metrics._Levinson.build(metrics._toeplitz_blocks(corr), np.finfo(float).eps) is None
-    factor, ridge = metrics._dense_factor(corr, np.finfo(float).eps)
+    assert toeplitz._Levinson.build(toeplitz._toeplitz_blocks(corr), np.finfo(float).eps) is None
+    factor, ridge = toeplitz._dense_factor(corr, np.finfo(float).eps)
     assert 0 < ridge <= 1e-10
     np.testing.assert_allclose(factor[0] @ factor[0].T, gram + ridge * np.eye(2), atol=1e-15)
 
@@ -287,7 +288,7 @@ def _lag_major(c: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("n_src, n_ch", [(3, 2), (2, 1)])
 def test_projection_energy_kernel_matches_numpy_sums(n_src, n_ch):
     """The compiled loop against the same projections and sums written with numpy arrays."""
-    from conditioned_sep.kernels import projection_energies
+    from conditioned_sep.metrics.kernels import projection_energies
 
     rng = np.random.default_rng(2)
     a, t, n_freq = n_src * n_ch, 3, 40
@@ -315,16 +316,16 @@ def test_block_correlations_match_direct_sums_across_block_boundaries(L):
     """40 000 samples span three FFT blocks: the pairs that straddle a boundary must be counted once."""
     rng = np.random.default_rng(14)
     x, e = rng.standard_normal((2, 2, 40_000)), rng.standard_normal((2, 2, 39_990))  # a short estimate: zero-padded
-    rows_x = metrics._Rows(metrics._as_sources(x, name="x"), np.arange(2), 40_000)
-    rows_e = metrics._Rows(metrics._as_sources(e, name="e"), np.arange(2), 40_000)
+    rows_x = inputs._Rows(inputs._as_sources(x, name="x"), np.arange(2), 40_000)
+    rows_e = inputs._Rows(inputs._as_sources(e, name="e"), np.arange(2), 40_000)
     flat_x, flat_e = x.reshape(4, -1), np.pad(e, [(0, 0), (0, 0), (0, 10)]).reshape(4, -1)
     expected = np.concatenate([_direct_correlations(flat_x, flat_x, L), _direct_correlations(flat_x, flat_e, L)], 1)
     scale = np.abs(expected).max()
     for ys, order in (([rows_x, rows_e], [0, 1]), ([rows_e, rows_x], [1, 0])):  # x's own blocks first or last
-        got = metrics._lag_correlations(rows_x, ys, L - 1)
+        got = toeplitz._lag_correlations(rows_x, ys, L - 1)
         got = np.concatenate([got[:, 4 * i : 4 * (i + 1)] for i in np.argsort(order)], axis=1)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-14 * scale)
-    extended = metrics._lag_correlations(rows_x, [rows_x], L - 1, dtype=np.longdouble)
+    extended = toeplitz._lag_correlations(rows_x, [rows_x], L - 1, dtype=np.longdouble)
     assert extended.dtype == np.longdouble
     np.testing.assert_allclose(extended.astype(np.float64), expected[:, :4], rtol=0, atol=1e-14 * scale)
 
@@ -333,19 +334,19 @@ def test_levinson_inverse_and_fft_products_match_dense_algebra():
     rng = np.random.default_rng(13)
     L = 24
     x = scipy.signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal((2, 3, 400)), axis=-1)  # 2 systems, 3 channels
-    corr = np.stack([metrics._symmetrised(_direct_correlations(xb, xb, L)) for xb in x])
-    dense = metrics._dense_gram(corr)
+    corr = np.stack([toeplitz._symmetrised(_direct_correlations(xb, xb, L)) for xb in x])
+    dense = toeplitz._dense_gram(corr)
     rhs = rng.standard_normal((2, 3, L, 4))
-    inverse = metrics._Levinson.build(metrics._toeplitz_blocks(corr), 0.0)
+    inverse = toeplitz._Levinson.build(toeplitz._toeplitz_blocks(corr), 0.0)
     expected = np.linalg.solve(dense, _lag_major(rhs))
     np.testing.assert_allclose(_lag_major(inverse.apply(rhs)), expected, rtol=0, atol=1e-10 * np.abs(expected).max())
-    product = _lag_major(metrics._gram_times(metrics._gram_spectrum(corr), rhs, 0.5))
+    product = _lag_major(toeplitz._gram_times(toeplitz._gram_spectrum(corr), rhs, 0.5))
     expected = dense @ _lag_major(rhs) + 0.5 * _lag_major(rhs)
     np.testing.assert_allclose(product, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
     # in long double the products keep long double's precision (the extended-precision residuals rely on it)
     corr_ld, rhs_ld = corr.astype(np.longdouble), rhs.astype(np.longdouble)
-    product = _lag_major(metrics._gram_times(metrics._gram_spectrum(corr_ld), rhs_ld, 0.0))
-    expected = metrics._dense_gram(corr_ld) @ _lag_major(rhs_ld)
+    product = _lag_major(toeplitz._gram_times(toeplitz._gram_spectrum(corr_ld), rhs_ld, 0.0))
+    expected = toeplitz._dense_gram(corr_ld) @ _lag_major(rhs_ld)
     assert product.dtype == np.longdouble
     assert float(np.abs(product - expected).max() / np.abs(expected).max()) < 1e-17
 
@@ -577,9 +578,9 @@ def test_reference_set_prepares_once_and_matches_separate_calls(music, monkeypat
     sets = [0.8 * refs + 0.2 * refs[::-1], 0.6 * refs + 0.1 * refs[[1, 2, 3, 0]] + 0.01]
     singles = [bss_eval(refs, ests, rate) for ests in sets]
     builds, correlations = [], []
-    build, correlate = metrics._Levinson.build, metrics._lag_correlations
-    monkeypatch.setattr(metrics._Levinson, "build", lambda blocks, ridge: builds.append(1) or build(blocks, ridge))
-    monkeypatch.setattr(metrics, "_lag_correlations", lambda *a, **k: correlations.append(1) or correlate(*a, **k))
+    build, correlate = toeplitz._Levinson.build, toeplitz._lag_correlations
+    monkeypatch.setattr(toeplitz._Levinson, "build", lambda blocks, ridge: builds.append(1) or build(blocks, ridge))
+    monkeypatch.setattr(decomposition, "_lag_correlations", lambda *a, **k: correlations.append(1) or correlate(*a, **k))
     prepared = ReferenceSet(refs, rate)
     results = [prepared.evaluate(ests) for ests in sets]
     assert len(builds) == 2  # one Levinson inverse for all references, one (batched) for each source alone
@@ -610,12 +611,12 @@ def test_combined_reference_set_derives_the_sums_correlations_and_matches_a_dire
         accompaniment.shape), 0.6 * refs[3] + 0.2 * refs[0] + 0.01 * rng.standard_normal(accompaniment.shape)]
     weights = [[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
     correlations = []
-    correlate = metrics._lag_correlations
-    monkeypatch.setattr(metrics, "_lag_correlations", lambda x, ys, *a, **k: correlations.append(
+    correlate = toeplitz._lag_correlations
+    monkeypatch.setattr(decomposition, "_lag_correlations", lambda x, ys, *a, **k: correlations.append(
         any(y is x for y in ys)) or correlate(x, ys, *a, **k))
     combined = stems.combine(weights, [accompaniment, refs[3]]).evaluate(ests)
     assert correlations == [False]  # only the cross correlations with the estimates
-    monkeypatch.setattr(metrics, "_lag_correlations", correlate)
+    monkeypatch.setattr(decomposition, "_lag_correlations", correlate)
     direct = ReferenceSet([accompaniment, refs[3]], rate).evaluate(ests)
     assert combined.solver == direct.solver
     if dithered:
@@ -630,7 +631,7 @@ def test_combined_reference_set_derives_the_sums_correlations_and_matches_a_dire
 
 
 def test_no_huge_pages_switches_numpy_advice_off_and_back():
-    from conditioned_sep.metrics import _set_madvise_hugepage, no_huge_pages
+    from conditioned_sep.metrics.threads import _set_madvise_hugepage, no_huge_pages
 
     assert _set_madvise_hugepage is not None  # this numpy has the switch: the context manager is not a no-op here
     before = _set_madvise_hugepage(True)  # returns the previous setting
