@@ -34,12 +34,9 @@ import dataclasses
 import importlib.util
 import io
 import math
-import os
-import re
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -60,6 +57,8 @@ from .data.musdb import StemTrack
 from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
 from .fileio import atomic_write_text
+from .hardware import (PRECISIONS, DeviceError, apply_threads, auto_threads, autocast, device_problem,
+                       resolve_device)
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
@@ -72,9 +71,6 @@ PRESET_NAMES = tuple(dict.fromkeys(name for presets in PRESETS_BY_ARCH.values() 
 """The preset names of every architecture (each has its own tiny / small / full)."""
 BUDGETS = ("equal-compute", "equal-steps")
 """How the conditioned model's budget compares with a dedicated model's (:func:`apply_budget`)."""
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""``precision`` -> the dtype the network's forward is autocast to (None: no autocast)."""
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 EMA_WARMUP = 10
 """The EMA decay of step ``s`` is ``min(ema_decay, (1 + s) / (EMA_WARMUP + s))``: early averages are not
 dominated by the initial weights (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``)."""
@@ -214,8 +210,8 @@ class TrainConfig:
             out.append(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
         elif self.precision == "fp16" and self.device == "cpu":
             out.append("precision fp16 needs a CUDA device (its loss scaling is CUDA's); use --precision bf16 on CPU")
-        if not _DEVICE.fullmatch(self.device):
-            out.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if device_problem(self.device):
+            out.append(device_problem(self.device))
         if not (self.threads == "auto" or (isinstance(self.threads, int) and self.threads > 0)):
             out.append(f"threads must be auto or a positive number (--threads), got {self.threads!r}")
         if self.resume and self.overwrite:
@@ -307,8 +303,7 @@ def separation_loss(net: nn.Module, mixture: Tensor, target: Tensor, z: Tensor |
     # b: batch, q: conditions, c: channels, f: freq, t: frames
     model = distributed.unwrap(net)
     spec = model.stft(mixture)  # (b, c, f, t) complex64
-    dtype = PRECISIONS[precision]
-    with torch.autocast(mixture.device.type, dtype=dtype) if dtype is not None else nullcontext():
+    with autocast(mixture.device, precision):
         est = net(spec, z)  # (q, c, f, t)
     est = est.to(spec.dtype)
     reference = model.stft(target)
@@ -441,52 +436,12 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0])
 
 
-def resolve_device(config: TrainConfig) -> torch.device:
-    """The device of this process: ``auto`` is CUDA when available, else CPU; under torchrun a plain ``cuda``
-    (or ``auto``) is ``cuda:<LOCAL_RANK>``. Raises :class:`TrainingError` for a device or precision this machine
-    lacks."""
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {config.device!r} asked for, but CUDA is not available (torch "
-                                f"{torch.__version__}); use --device cpu or auto")
-        if name == "cuda" and distributed.world()[1] > 1:
-            name = f"cuda:{distributed.local_rank()}"
-    device = torch.device(name)
-    if config.precision == "fp16" and device.type != "cuda":
-        raise TrainingError(f"precision fp16 needs a CUDA device (device {config.device!r} is {device}); use "
-                            "--precision bf16 on CPU, or fp32")
-    if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise TrainingError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --precision fp16")
-    return device
-
-
-def auto_threads(*, device: torch.device, workers: int) -> int | None:
-    """The ``threads="auto"`` policy: on the CPU, one core per data-loader worker and the rest for torch
-    (``cores - workers``, at least 1), so no two busy threads share a core; None (torch's own choice) on a GPU or
-    when ``$OMP_NUM_THREADS`` says otherwise. Measured on 2 cores (benchmarks/bench_train.py, small preset): 2 threads
-    and 1 worker train at 57 examples/s alone but 26 beside one busy process; 1 thread and 1 worker at 48 and 46."""
-    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - workers)
-
-
-def apply_threads(threads: str | int | None, *, warn: bool = True) -> None:
-    """Set this process's torch threads (intra- and inter-op); None or ``auto`` leave torch's own choice. ``warn``:
-    say so when the inter-op threads cannot follow (torch fixes them once per process)."""
-    if threads is None or threads == "auto":
-        return
-    torch.set_num_threads(int(threads))
-    if torch.get_num_interop_threads() != threads:
-        try:
-            torch.set_num_interop_threads(int(threads))
-        except RuntimeError:  # torch fixes them at the first inter-op work of a process; training barely uses them
-            if warn:
-                warnings.warn(f"inter-op threads stay at {torch.get_num_interop_threads()} (torch fixes them once "
-                              "per process)", RuntimeWarning, stacklevel=2)
+def _device(config: TrainConfig) -> torch.device:
+    """This process's device (:func:`~conditioned_sep.hardware.resolve_device`), refusals as TrainingError."""
+    try:
+        return resolve_device(config.device, precision=config.precision)
+    except DeviceError as err:
+        raise TrainingError(str(err)) from err
 
 
 def _worker_init(worker_id: int) -> None:
@@ -593,7 +548,7 @@ class Trainer:
     def setup(self) -> None:
         """Checks, then the old run cleared (``overwrite``), model, optimizer, average, data; resume."""
         config = self.config
-        self.device = resolve_device(config)
+        self.device = _device(config)
         auto = config.threads == "auto"
         apply_threads(auto_threads(device=self.device, workers=config.workers) if auto else config.threads,
                       warn=not auto)
@@ -887,7 +842,7 @@ def train(config: TrainConfig) -> Path:
     / ``overwrite``, or nothing to resume; and :class:`TrainingError` during training when it diverges or a
     checkpoint cannot be written (the last good checkpoint is kept).
     """
-    started = distributed.init(resolve_device(config).type)
+    started = distributed.init(_device(config).type)
     try:
         return Trainer(config).fit()
     finally:

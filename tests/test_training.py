@@ -16,11 +16,12 @@ import torch
 from conditioned_sep import Separator, cli, training
 from conditioned_sep.checkpoint import load_checkpoint, save_checkpoint
 from conditioned_sep.data.folder import DatasetError, list_tracks
+from conditioned_sep.hardware import DeviceError, apply_threads, resolve_device
 from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples, validation_excerpts
 from conditioned_sep.runs import discover_models
 from conditioned_sep.stems import STEMS, UnknownStemError
 from conditioned_sep.cli import train_configs as configs_from_args
-from conditioned_sep.training import (TrainConfig, TrainingError, apply_threads, build_model, lr_at, resolve_device,
+from conditioned_sep.training import (TrainConfig, TrainingError, build_model, lr_at,
                                       separation_loss, train, validate)
 
 
@@ -207,10 +208,10 @@ def test_bad_settings_are_refused_with_the_option_to_fix(settings, message):
 
 def test_devices_threads_and_precision_resolve_or_refuse(tmp_path, tiny_synthetic):
     assert TrainConfig(threads="3").threads == 3  # as the command line passes it
-    assert resolve_device(TrainConfig(device="auto")).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="CUDA is not available.*--device cpu"):
-            resolve_device(TrainConfig(device="cuda:1"))
+        with pytest.raises(DeviceError, match="CUDA is not available.*--device cpu"):
+            resolve_device("cuda:1")
         # auto resolves to the CPU here: fp16 is refused before anything is written
         with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
             train(_config(tmp_path, tiny_synthetic, device="auto", precision="fp16"))
@@ -563,16 +564,3 @@ def test_distributed_run_refused_by_rank_0_stops_every_rank(tmp_path, hq_folder)
     assert [proc.returncode for proc in procs] == [2, 2], errors
     assert "no validation track holds the stem 'bass'" in errors[0]
     assert "rank 0 stopped the run" in errors[1]
-
-
-def test_auto_threads_leave_a_core_to_each_loader_worker(monkeypatch):
-    from conditioned_sep.training import auto_threads
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert auto_threads(device=torch.device("cpu"), workers=1) == 1
-    assert auto_threads(device=torch.device("cpu"), workers=0) == 2
-    assert auto_threads(device=torch.device("cpu"), workers=4) == 1
-    assert auto_threads(device=torch.device("cuda"), workers=1) is None
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert auto_threads(device=torch.device("cpu"), workers=1) is None
