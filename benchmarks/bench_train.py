@@ -5,7 +5,7 @@ worker settings, on a quiet machine and beside one competing busy process.
                                      [--workers 0,1] [--load quiet,busy] [--dedicated STEM] [--folder PATH]
     python benchmarks/bench_train.py --preset tiny --steps 3 --folder PATH   # a quick check that it runs
 
-Uses the synthetic default dataset (generated first if missing) unless ``--folder`` names a stem folder. Each
+Uses the rendered default dataset (rendered first if missing) unless ``--folder`` names a stem folder. Each
 setting builds a :class:`~conditioned_sep.training.Trainer` (its own setup: threads, data loader, model) and times
 ``--steps`` optimizer steps after two warm-up steps, data waiting included. "busy" runs ``python -c "while True:
 pass"`` beside it (killed afterwards): on a shared 2-core machine, what another user's job does to each setting.
@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from conditioned_sep.data.folder import list_tracks
 from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples
-from conditioned_sep.data.synthetic import ensure_default_dataset
+from conditioned_sep.data.sources import DatasetSpec, prepare, split_tracks
 from conditioned_sep.models import PRESETS
 from conditioned_sep.training import TrainConfig, Trainer
 
@@ -42,11 +41,11 @@ def comma_list(kind: type):
     return lambda text: [kind(part) for part in text.split(",") if part]
 
 
-def sampler_rate(root: Path, preset: str, batch_size: int) -> float:
-    """Examples per second of the sampler alone (main process)."""
+def sampler_rate(spec: DatasetSpec, preset: str, batch_size: int) -> float:
+    """Examples per second of the sampler alone (main process), on the training split training reads."""
     cfg = PRESETS[preset]
     segment = (cfg["segment_frames"] - 1) * cfg["hop_length"]
-    examples = TrainingExamples(StemBank(list_tracks(root, "train")), SamplingConfig(segment=segment), seed=0)
+    examples = TrainingExamples(StemBank(split_tracks(spec, "train")), SamplingConfig(segment=segment), seed=0)
     n = 10 * batch_size
     t0 = time.perf_counter()
     examples.batch(range(n))
@@ -81,10 +80,11 @@ def main() -> None:
     args = parser.parse_args()
     if set(args.load) - {"quiet", "busy"}:
         parser.error(f"--load takes quiet and/or busy, got {args.load}")
-    root = args.folder if args.folder is not None else ensure_default_dataset()
-    dataset = dict(dataset="folder", data_root=root) if args.folder is not None else dict(dataset="default")
-    print(f"torch {torch.__version__}, preset {args.preset}, batch {args.batch_size}, data {root}")
-    print(f"sampler alone: {sampler_rate(root, args.preset, args.batch_size):.0f} examples/s")
+    # the data the trainings below read: the rendered default, or the folder
+    spec = prepare(DatasetSpec("folder", args.folder) if args.folder is not None else DatasetSpec("default"))
+    dataset = dict(dataset=spec.kind, data_root=spec.root)
+    print(f"torch {torch.__version__}, preset {args.preset}, batch {args.batch_size}, data {spec.describe()}")
+    print(f"sampler alone: {sampler_rate(spec, args.preset, args.batch_size):.0f} examples/s")
     print(f"{'load':6s} {'threads':>7s} {'workers':>7s} {'examples/s':>10s} {'ms/step':>8s}")
     warnings.simplefilter("ignore", RuntimeWarning)  # inter-op threads can be set once per process only
     with tempfile.TemporaryDirectory() as out:

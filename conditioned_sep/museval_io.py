@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_text
-from .metrics import METRICS
+from .metrics import FRAME_SECONDS, METRICS
 
 
 def _museval_number(value: float) -> float:
@@ -37,8 +37,8 @@ def write_museval_json(
     *,
     track_name: str | None = None,
     subset: str = "test",
-    window_seconds: float = 1.0,
-    hop_seconds: float = 1.0,
+    window_seconds: float = FRAME_SECONDS,
+    hop_seconds: float = FRAME_SECONDS,
 ) -> Path:
     """Write one track's framewise scores as museval does; returns the file written.
 

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from .fileio import atomic_path, atomic_write_text
-from .metrics import METRICS, UNSTABLE_DB
+from .metrics import FRAME_SECONDS, METRICS, UNSTABLE_DB
 from .metrics import aggregate as sisec_aggregate
 from .stems import FINE_STEMS, STEMS
 
@@ -46,7 +46,6 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 """Resamples and generator seed of :func:`bootstrap_median`: fixed, so that a results folder is reproducible."""
-VERDICTS = ("better", "level", "worse")
 
 
 @dataclass
@@ -68,8 +67,8 @@ class ConditionScores:
     sources: tuple[str, ...]
     frames: dict[str, np.ndarray]
     new_sdr: float
-    window_seconds: float = 1.0
-    hop_seconds: float = 1.0
+    window_seconds: float = FRAME_SECONDS
+    hop_seconds: float = FRAME_SECONDS
     seed: int | None = None
     sensitivity: np.ndarray | None = None
     gram_rcond: float = float("nan")

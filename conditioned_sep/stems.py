@@ -20,6 +20,8 @@ import torch
 
 STEMS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
 """MUSDB18's stems, in the order every ``z`` and every stacked tensor of sources uses; the default vocabulary."""
+SAMPLE_RATE = 44100
+"""MUSDB18's sample rate in Hz: the models' default rate, the generated data sets', the metrics' default."""
 
 OTHER_PARTS: tuple[str, ...] = ("piano", "guitar", "keys", "strings", "winds", "synth")
 """The parts of ``other``: piano (acoustic and electric pianos), guitar (and other plucked strings), keys (organs,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conditioned_sep.audio import write_audio
-from conditioned_sep.data.synthetic import SyntheticConfig, ensure_default_dataset
+from conditioned_sep.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from conditioned_sep.stems import STEMS
 
 RATE = 44100
@@ -48,7 +48,7 @@ def hq_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """Tiny synthetic dataset (4 train songs of 3 s, 2 valid and 2 test of 2 s), generated once per session."""
-    return ensure_default_dataset(tmp_path_factory.mktemp("synthetic") / "data", seed=0, config=TINY_SYNTHETIC,
+    return ensure_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "data", seed=0, config=TINY_SYNTHETIC,
                                   workers=1, progress=False)
 
 

@@ -119,7 +119,6 @@ def test_mono_overlapping_frames_other_rate():
     ests = 0.9 * scipy.signal.lfilter(b, a, refs, axis=-1) + 0.2 * refs[::-1] + 0.05 * rng.standard_normal(refs.shape)
     ours = bss_eval(refs, ests, rate, window=rate, hop=rate // 2)
     assert ours.sdr.shape == (2, 7) and ours.hop_samples == rate // 2
-    np.testing.assert_allclose(ours.frame_times, np.arange(7) * 0.5)
     _assert_parity(ours, _museval(refs, ests, rate, rate // 2))
     gaps = bss_eval(refs, ests, rate, window=rate // 2, hop=rate)  # hop > window: frames with gaps between
     assert gaps.sdr.shape == (2, 4)

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from conditioned_sep.data import synthetic
 from conditioned_sep.data.folder import DatasetError, list_tracks
-from conditioned_sep.data.synthetic import SyntheticConfig, ensure_default_dataset
+from conditioned_sep.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 from conditioned_sep.stems import STEMS
 
 
@@ -34,9 +34,9 @@ def test_mixture_file_is_the_sum_of_the_stems(tiny_synthetic):
 
 def test_generation_is_deterministic(tmp_path):
     config = SyntheticConfig(train_songs=1, valid_songs=1, test_songs=0, train_seconds=1.0, valid_seconds=1.0)
-    a = ensure_default_dataset(tmp_path / "a", seed=3, config=config, workers=1, progress=False)
-    b = ensure_default_dataset(tmp_path / "b", seed=3, config=config, workers=1, progress=False)
-    c = ensure_default_dataset(tmp_path / "c", seed=4, config=config, workers=1, progress=False)
+    a = ensure_synthetic_dataset(tmp_path / "a", seed=3, config=config, workers=1, progress=False)
+    b = ensure_synthetic_dataset(tmp_path / "b", seed=3, config=config, workers=1, progress=False)
+    c = ensure_synthetic_dataset(tmp_path / "c", seed=4, config=config, workers=1, progress=False)
     ta, tb, tc = (list_tracks(r, "train")[0] for r in (a, b, c))
     assert ta.name == tb.name
     np.testing.assert_array_equal(ta.load(), tb.load())
@@ -45,17 +45,17 @@ def test_generation_is_deterministic(tmp_path):
 
 def test_second_call_reuses_and_mismatch_or_foreign_folder_is_an_error(tmp_path):
     config = SyntheticConfig(train_songs=1, valid_songs=0, test_songs=0, train_seconds=0.5)
-    root = ensure_default_dataset(tmp_path / "d", config=config, workers=1, progress=False)
+    root = ensure_synthetic_dataset(tmp_path / "d", config=config, workers=1, progress=False)
     stamp = os.stat(root / "manifest.json").st_mtime_ns
-    assert ensure_default_dataset(root, config=config, workers=1, progress=False) == root
+    assert ensure_synthetic_dataset(root, config=config, workers=1, progress=False) == root
     assert os.stat(root / "manifest.json").st_mtime_ns == stamp
     with pytest.raises(DatasetError, match="another seed, size or version"):
-        ensure_default_dataset(root, seed=1, config=config, workers=1, progress=False)
+        ensure_synthetic_dataset(root, seed=1, config=config, workers=1, progress=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("precious")
     with pytest.raises(DatasetError, match="not a synthetic dataset"):
-        ensure_default_dataset(foreign, config=config, workers=1, progress=False)
+        ensure_synthetic_dataset(foreign, config=config, workers=1, progress=False)
     assert (foreign / "thesis.txt").exists()
 
 
@@ -72,11 +72,11 @@ def test_killed_generation_leaves_nothing_usable_and_is_redone(tmp_path, monkeyp
     real = synthetic._write_song_job
     monkeypatch.setattr(synthetic, "_write_song_job", dying)
     with pytest.raises(KeyboardInterrupt):
-        ensure_default_dataset(tmp_path / "e", config=config, workers=1, progress=False)
+        ensure_synthetic_dataset(tmp_path / "e", config=config, workers=1, progress=False)
     assert not (tmp_path / "e").exists()
     assert not list(tmp_path.glob(".e.partial-*"))
     monkeypatch.setattr(synthetic, "_write_song_job", real)
-    root = ensure_default_dataset(tmp_path / "e", config=config, workers=1, progress=False)
+    root = ensure_synthetic_dataset(tmp_path / "e", config=config, workers=1, progress=False)
     assert len(list_tracks(root, "train")) == 2
 
 
@@ -84,11 +84,11 @@ def test_stale_partial_of_a_dead_process_is_removed_and_missing_files_regenerate
     config = SyntheticConfig(train_songs=1, valid_songs=0, test_songs=0, train_seconds=0.5)
     stale = tmp_path / ".f.partial-999999999-x"
     stale.mkdir()
-    root = ensure_default_dataset(tmp_path / "f", config=config, workers=1, progress=False)
+    root = ensure_synthetic_dataset(tmp_path / "f", config=config, workers=1, progress=False)
     assert not stale.exists()
     track = list_tracks(root, "train")[0]
     (root / "train" / track.name / "bass.wav").unlink()
-    ensure_default_dataset(root, config=config, workers=1, progress=False)
+    ensure_synthetic_dataset(root, config=config, workers=1, progress=False)
     assert (root / "train" / track.name / "bass.wav").is_file()
 
 

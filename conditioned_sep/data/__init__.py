@@ -5,9 +5,9 @@ musdb / stempeg are imported lazily inside :mod:`conditioned_sep.data.musdb` (th
 """
 
 from .folder import DatasetError, Track, list_tracks, read_track
-from .synthetic import SyntheticConfig, default_data_root, ensure_default_dataset, ensure_synthetic_dataset
+from .synthetic import SyntheticConfig, default_data_root, ensure_synthetic_dataset
 from .vocabulary import VocabularyTrack, load_references, with_vocabulary
 
 __all__ = ["DatasetError", "SyntheticConfig", "Track", "VocabularyTrack", "default_data_root",
-           "ensure_default_dataset", "ensure_synthetic_dataset", "list_tracks", "load_references", "read_track",
+           "ensure_synthetic_dataset", "list_tracks", "load_references", "read_track",
            "with_vocabulary"]

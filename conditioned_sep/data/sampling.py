@@ -246,7 +246,7 @@ class StepSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
 
-def validation_excerpts(tracks: Sequence, *, stems: Sequence[str] = STEMS, seconds: float = 10.0,
+def validation_excerpts(tracks: Sequence, *, stems: Sequence[str] = STEMS, seconds: float,
                         channels: int = 2) -> list[tuple[str, np.ndarray]]:
     """Fixed excerpts for validation: the middle ``seconds`` of every track, ``(name, (n_stems, c, samples))``, its
     stems those of the vocabulary ``stems`` (:func:`~conditioned_sep.data.vocabulary.with_vocabulary`)."""

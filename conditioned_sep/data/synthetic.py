@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing as mp
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..audio import write_audio
 from ..stems import STEMS
-from .cache import cache_root, ensure_cached
+from .cache import SongJob, SongSetConfig, cache_root, ensure_cached, make_songs
 from .oscillators import Song, render_song
 
 FORMAT_VERSION = 1
-SAMPLE_RATE = 44100
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(SongSetConfig):
     """Size of the generated dataset: songs per split and song length in seconds.
 
     The default (64 x 12 s train, 8 x 10 s valid, 10 x 15 s test) is about 0.85 GB of 16-bit wav and takes
@@ -41,17 +38,7 @@ class SyntheticConfig:
     train_songs: int = 64
     valid_songs: int = 8
     test_songs: int = 10
-    train_seconds: float = 12.0
     valid_seconds: float = 10.0
-    test_seconds: float = 15.0
-    sample_rate: int = SAMPLE_RATE
-
-    def split_sizes(self) -> dict[str, tuple[int, float]]:
-        return {
-            "train": (self.train_songs, self.train_seconds),
-            "valid": (self.valid_songs, self.valid_seconds),
-            "test": (self.test_songs, self.test_seconds),
-        }
 
 
 def default_data_root() -> Path:
@@ -76,50 +63,14 @@ def ensure_synthetic_dataset(
               "config": dataclasses.asdict(config)}
 
     def build(tmp: Path) -> dict:
-        return {"tracks": _generate_into(tmp, seed=seed, config=config, workers=workers, progress=progress)}
+        return {"tracks": make_songs(tmp, seed=seed, config=config, job=_write_song_job, workers=workers,
+                                      progress=progress, desc=f"generating synthetic songs in {root}")}
 
     return ensure_cached(root, header=header, required=[f"{stem}.wav" for stem in STEMS], build=build,
                          what="synthetic dataset")
 
 
-ensure_default_dataset = ensure_synthetic_dataset
-"""The name this function had while the synthetic songs were the default dataset (the default is now the rendered
-one, :func:`conditioned_sep.data.render.ensure_rendered_dataset`)."""
-
-
-def _generate_into(out: Path, *, seed: int, config: SyntheticConfig, workers: int | None,
-                   progress: bool) -> dict[str, list[str]]:
-    jobs = []
-    for split_index, (split, (n_songs, seconds)) in enumerate(config.split_sizes().items()):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(str(out / split), seed, split_index, i, seconds, config.sample_rate) for i in range(n_songs)]
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    bar = None
-    if progress:
-        bar = tqdm(total=len(jobs), desc=f"generating synthetic songs in {out.parent}", unit="song")
-    names: list[tuple[str, str]] = []
-    if workers > 1 and len(jobs) > 1:
-        # fork where there is one: spawn would re-run an unguarded __main__ script; the workers use only numpy
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(workers) as pool:
-            for result in pool.imap(_write_song_job, jobs, chunksize=1):
-                names.append(result)
-                if bar is not None:
-                    bar.update()
-    else:
-        for job in jobs:
-            names.append(_write_song_job(job))
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    tracks: dict[str, list[str]] = {split: [] for split in config.split_sizes()}
-    for split_dir, name in names:
-        tracks[Path(split_dir).name].append(name)
-    return tracks
-
-
-def _write_song_job(job: tuple) -> tuple[str, str]:
+def _write_song_job(job: SongJob) -> tuple[str, str]:
     split_dir, seed, split_index, index, seconds, rate = job
     rng = np.random.default_rng([seed, split_index, index])
     song = Song.draw(rng, seconds=seconds, rate=rate)

@@ -85,14 +85,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .inputs import to_museval_layout
+from .inputs import FRAME_SECONDS, to_museval_layout
 from .sdr import METRICS, Aggregate, aggregate, new_sdr, si_sdr
 from .threads import no_huge_pages
 
 _DECOMPOSITION = ("BSSEvalResult", "FILTERS_LEN", "ReferenceSet", "UNSTABLE_DB", "bss_eval", "bss_eval_many",
                   "framewise_sdr")
 
-__all__ = ["METRICS", "Aggregate", "aggregate", "new_sdr", "si_sdr", "no_huge_pages", "to_museval_layout",
+__all__ = ["FRAME_SECONDS", "METRICS", "Aggregate", "aggregate", "new_sdr", "si_sdr", "no_huge_pages", "to_museval_layout",
            *_DECOMPOSITION]
 
 

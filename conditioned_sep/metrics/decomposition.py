@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio import AudioError
+from ..stems import SAMPLE_RATE
 from .inputs import (_CHUNK_ELEMENTS, _as_sources, _check_same_layout, _db, _fft_size, _frame_bounds, _rfft, _Rows,
                      _scan, _window_hop)
 from .kernels import projection_energies
@@ -56,11 +57,6 @@ class BSSEvalResult:
     solver: str = ""
 
     @property
-    def frame_times(self) -> np.ndarray:
-        """Start time of each frame in seconds, ``(frames,)``."""
-        return np.arange(self.sdr.shape[1]) * self.hop_samples / self.sample_rate
-
-    @property
     def unstable(self) -> np.ndarray:
         """``(sources, frames)`` bool: frames with numbers whose ISR, SIR or SAR is not shown stable to
         :data:`UNSTABLE_DB` (all ``False`` for the SDR-only path: SDR needs no filters)."""
@@ -101,7 +97,7 @@ class ReferenceSet:
     there). Other arguments as :func:`bss_eval`.
     """
 
-    def __init__(self, references, sample_rate: int = 44100, *, window: int | None = None, hop: int | None = None,
+    def __init__(self, references, sample_rate: int = SAMPLE_RATE, *, window: int | None = None, hop: int | None = None,
                  filters_len: int = FILTERS_LEN, extended_precision: bool = True) -> None:
         self.window, self.hop = _window_hop(sample_rate, window, hop)
         if int(filters_len) < 1:
@@ -281,7 +277,7 @@ def _filter_pair(full: np.ndarray, own: np.ndarray, n_src: int, n_ch: int) -> tu
 def bss_eval(
     references,
     estimates,
-    sample_rate: int = 44100,
+    sample_rate: int = SAMPLE_RATE,
     *,
     window: int | None = None,
     hop: int | None = None,
@@ -300,7 +296,7 @@ def bss_eval(
     return refs.evaluate(estimates, compute_filters=compute_filters)
 
 
-def bss_eval_many(references, estimate_sets: Sequence, sample_rate: int = 44100, *, window: int | None = None,
+def bss_eval_many(references, estimate_sets: Sequence, sample_rate: int = SAMPLE_RATE, *, window: int | None = None,
                   hop: int | None = None, compute_filters: bool = True, filters_len: int = FILTERS_LEN,
                   extended_precision: bool = True) -> list[BSSEvalResult]:
     """:func:`bss_eval` of several estimate sets against one reference set, the references prepared once."""
@@ -309,7 +305,7 @@ def bss_eval_many(references, estimate_sets: Sequence, sample_rate: int = 44100,
     return [refs.evaluate(ests, compute_filters=compute_filters) for ests in estimate_sets]
 
 
-def framewise_sdr(references, estimates, sample_rate: int = 44100, *, window: int | None = None,
+def framewise_sdr(references, estimates, sample_rate: int = SAMPLE_RATE, *, window: int | None = None,
                   hop: int | None = None) -> np.ndarray:
     """Only the framewise SDR of :func:`bss_eval` (no distortion filters needed): ``(sources, frames)`` dB."""
     return bss_eval(references, estimates, sample_rate, window=window, hop=hop, compute_filters=False).sdr

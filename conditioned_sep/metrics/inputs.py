@@ -14,6 +14,8 @@ from ..audio import AudioError, to_numpy
 from .threads import _map_threads, _n_threads, _split
 
 
+FRAME_SECONDS = 1.0
+"""museval's window and hop in seconds (``win=hop=sample_rate``): the frames of every framewise score."""
 # Work in chunks of about this many complex values (16 MB): fresh large arrays are slow on small machines.
 _CHUNK_ELEMENTS = 1_000_000
 _RFFT_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
@@ -152,8 +154,8 @@ class _Rows:
 def _window_hop(sample_rate: int, window: int | None, hop: int | None) -> tuple[int, int]:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    window = int(sample_rate if window is None else window)
-    hop = int(sample_rate if hop is None else hop)
+    window = int(round(FRAME_SECONDS * sample_rate) if window is None else window)
+    hop = int(round(FRAME_SECONDS * sample_rate) if hop is None else hop)
     if window <= 0 or hop <= 0:
         raise ValueError(f"window and hop must be positive sample counts, got window={window}, hop={hop}")
     return window, hop

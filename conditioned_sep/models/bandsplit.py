@@ -54,8 +54,6 @@ class BandSplitConfig(SeparationConfig):
     or ``"both"``."""
 
     arch: str = field(default="bandsplit", init=False)
-    n_fft: int = 2048
-    hop_length: int = 512
     dim: int = 64
     depth: int = 4
     heads: int = 4

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor, nn
 
 from ..spectral import ISTFT, STFT
-from ..stems import STEMS, UnknownStemError, check_vocabulary
+from ..stems import SAMPLE_RATE, STEMS, UnknownStemError, check_vocabulary
 
 C = TypeVar("C", bound="SeparationConfig")
 
@@ -32,7 +32,7 @@ class SeparationConfig:
     """
 
     arch: str = field(default="", init=False)
-    sample_rate: int = 44100
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 2048
     hop_length: int = 512
     audio_channels: int = 2

@@ -224,11 +224,6 @@ class ConditionedUNet(SeparationModel):
         see the very strided-convolution phases that whole-signal processing sees."""
         return self.config.multiple
 
-    @property
-    def encoder_is_shared(self) -> bool:
-        """True when the encoder does not depend on ``z``: one encoder pass serves every condition."""
-        return not self.film_encoder
-
     def _film_params(self, z: Tensor | None) -> tuple[list[FilmParams | None], list[FilmParams | None]]:
         """(encoder, decoder) FiLM parameters, one entry per block (None: that block is not conditioned)."""
         cfg = self.config

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ...audio import write_audio
 from ...fileio import atomic_write_text
 from ...stems import FINE_STEMS, STEMS
-from ..cache import cache_root, ensure_cached
+from ..cache import SongJob, SongSetConfig, cache_root, ensure_cached, make_songs
 from . import tools
-from .song import SAMPLE_RATE, RenderedSong, render_song
+from .song import RenderedSong, render_song
 
 FORMAT = "conditioned-sep rendered"
 FORMAT_VERSION = 1
@@ -41,20 +39,8 @@ REQUIRED = tuple(f"{stem}{SUFFIX}" for stem in (*STEMS, "mixture")) + ("song.mid
 
 
 @dataclass(frozen=True)
-class RenderConfig:
-    """Songs per split and their length in seconds."""
-
-    train_songs: int = 160
-    valid_songs: int = 12
-    test_songs: int = 14
-    train_seconds: float = 12.0
-    valid_seconds: float = 12.0
-    test_seconds: float = 15.0
-    sample_rate: int = SAMPLE_RATE
-
-    def split_sizes(self) -> dict[str, tuple[int, float]]:
-        return {"train": (self.train_songs, self.train_seconds), "valid": (self.valid_songs, self.valid_seconds),
-                "test": (self.test_songs, self.test_seconds)}
+class RenderConfig(SongSetConfig):
+    """Songs per split and their length in seconds (160 x 12 s train, 12 x 12 s valid, 14 x 15 s test)."""
 
 
 def default_render_root() -> Path:
@@ -79,7 +65,8 @@ def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int 
 
     def build(tmp: Path) -> dict:
         tools.check_all()
-        tracks = _render_into(tmp, seed=seed, config=config, workers=workers, progress=progress)
+        tracks = make_songs(tmp, seed=seed, config=config, job=_render_job, workers=workers, progress=progress,
+                            desc=f"rendering songs into {root}")
         return {"tracks": tracks, "stems": list(FINE_STEMS), "audio": "FLAC PCM_16", "tools": tools.tool_versions()}
 
     return ensure_cached(root, header=header, required=REQUIRED, build=build, what="rendered dataset")
@@ -104,34 +91,7 @@ def write_song(folder: Path, song: RenderedSong) -> None:
     atomic_write_text(folder / "song.json", json.dumps(meta, indent=1))
 
 
-def _render_into(out: Path, *, seed: int, config: RenderConfig, workers: int | None,
-                 progress: bool) -> dict[str, list[str]]:
-    jobs = []
-    for split_index, (split, (n_songs, seconds)) in enumerate(config.split_sizes().items()):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(str(out / split), seed, split_index, i, seconds, config.sample_rate) for i in range(n_songs)]
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=len(jobs), desc=f"rendering songs into {out.parent}", unit="song", disable=not progress)
-    names: list[tuple[str, str]] = []
-    if workers > 1 and len(jobs) > 1:
-        # fork where there is one (spawn would re-run an unguarded __main__ script); no threads run before it
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(workers) as pool:
-            for result in pool.imap(_render_job, jobs, chunksize=1):
-                names.append(result)
-                bar.update()
-    else:
-        for job in jobs:
-            names.append(_render_job(job))
-            bar.update()
-    bar.close()
-    tracks: dict[str, list[str]] = {split: [] for split in config.split_sizes()}
-    for split_dir, name in names:
-        tracks[Path(split_dir).name].append(name)
-    return tracks
-
-
-def _render_job(job: tuple) -> tuple[str, str]:
+def _render_job(job: SongJob) -> tuple[str, str]:
     split_dir, seed, split_index, index, seconds, rate = job
     song = render_song(np.random.default_rng([seed, split_index, index]), seconds=seconds, sample_rate=rate)
     name = track_name(index, song.score.title)

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import mido
 import numpy as np
 
+from ...stems import SAMPLE_RATE
 from .compose import ComposeConfig, compose
 from .mixing import MixConfig, mix, quantize_stems
 from .score import Part, Score, note_spans, to_midi, track_events
 from .synth import render_track
 from .voices import espeak_vocals, festival_vocals, formant_vocals
-
-SAMPLE_RATE = 44100
 
 
 @dataclass
