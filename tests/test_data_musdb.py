@@ -35,7 +35,7 @@ def test_root_from_environment_and_clear_errors(musdb_stem_folder, monkeypatch, 
     monkeypatch.setenv("MUSDB_PATH", str(musdb_stem_folder))
     assert [t.name for t in mdb.musdb_tracks(split="test")] == ["Al James - Schoolboy Facination"]
     monkeypatch.delenv("MUSDB_PATH")
-    with pytest.raises(DatasetError, match="--musdb PATH or set the MUSDB_PATH"):
+    with pytest.raises(DatasetError, match=r"--musdb PATH\) or set \$MUSDB_PATH"):
         mdb.musdb_tracks(split="train")
     with pytest.raises(DatasetError, match="does not exist"):
         mdb.musdb_tracks(tmp_path / "nope", "train")

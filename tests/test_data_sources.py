@@ -74,7 +74,7 @@ def test_default_kind_is_the_rendered_dataset_with_its_parts(tmp_path, monkeypat
 
 
 def test_moisesdb_kind(monkeypatch):
-    with pytest.raises(DatasetError, match=r"pass its root or set \$MOISESDB_PATH"):
+    with pytest.raises(DatasetError, match=r"pass its root \(--moisesdb PATH\) or set \$MOISESDB_PATH"):
         monkeypatch.delenv("MOISESDB_PATH", raising=False)
         prepare(DatasetSpec("moisesdb"))
     monkeypatch.setenv("MOISESDB_PATH", str(MOISESDB))

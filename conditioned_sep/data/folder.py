@@ -36,8 +36,35 @@ def fit_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     return audio.mean(-2, keepdims=True) if channels == 1 else audio[..., :channels, :]
 
 
+def env_root(root: str | os.PathLike | None, *, env_var: str, what: str, option: str, expected: str) -> Path:
+    """``root``, else the folder ``$env_var`` names: a :class:`DatasetError` naming both ways (the command line's
+    ``option`` and the variable) when neither is given, and what the folder should hold (``expected``) when it is
+    not a folder. ``what``: the dataset's name."""
+    if root is None:
+        if not os.environ.get(env_var):
+            raise DatasetError(f"no {what} folder given: pass its root ({option}) or set ${env_var} ({expected})")
+        root = os.environ[env_var]
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{what} folder {path} does not exist; pass its root ({option}, or set ${env_var}): "
+                           f"{expected}")
+    return path
+
+
+class SongLength:
+    """``duration`` from ``num_samples`` and ``sample_rate``: what every kind of track shares."""
+
+    sample_rate: int
+    num_samples: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_samples / self.sample_rate
+
+
 @dataclass
-class Track:
+class Track(SongLength):
     """One song: where its stems are (``None`` = silent or missing), its rate (Hz) and length (samples)."""
 
     name: str
@@ -47,11 +74,6 @@ class Track:
     num_samples: int
     channels: int = 2
     folder: Path | None = field(default=None, compare=False)
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds."""
-        return self.num_samples / self.sample_rate
 
     @property
     def stems(self) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ import soundfile as sf
 
 from ..audio import AudioError, resample
 from ..stems import COARSE_OF, FINE_STEMS, STEMS
-from .folder import DatasetError, fit_channels
+from .folder import DatasetError, SongLength, env_root, fit_channels
 
 ENV_VAR = "MOISESDB_PATH"
 STEM_PARTS: dict[str, str | None] = {
@@ -58,7 +58,7 @@ def split_of(track_id: str) -> str:
 
 
 @dataclass
-class MoisesTrack:
+class MoisesTrack(SongLength):
     """One MoisesDB song with the interface of :class:`conditioned_sep.data.folder.Track`: its sources grouped by
     fine stem (``"other"`` holds the effects sources that belong to no part)."""
 
@@ -70,10 +70,6 @@ class MoisesTrack:
     channels: int = 2
     title: str = ""
     folder: Path | None = field(default=None, compare=False)
-
-    @property
-    def duration(self) -> float:
-        return self.num_samples / self.sample_rate
 
     @property
     def stems(self) -> tuple[str, ...]:
@@ -157,16 +153,8 @@ def read_moisesdb_track(folder: str | os.PathLike) -> MoisesTrack:
 
 def moisesdb_root(root: str | os.PathLike | None = None) -> Path:
     """``root`` or ``$MOISESDB_PATH``; :class:`DatasetError` when neither names a folder."""
-    if root is None:
-        if not os.environ.get(ENV_VAR):
-            raise DatasetError(f"no MoisesDB folder given: pass its root or set ${ENV_VAR} (the folder that holds "
-                               "moisesdb_v0.1/)")
-        root = os.environ[ENV_VAR]
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"MoisesDB folder {root} does not exist; pass the folder that holds moisesdb_v0.1/ "
-                           "(or the track folders with their data.json)")
-    return root
+    return env_root(root, env_var=ENV_VAR, what="MoisesDB", option="--moisesdb PATH",
+                    expected="the folder that holds moisesdb_v0.1/, or the track folders with their data.json")
 
 
 def moisesdb_tracks(root: str | os.PathLike | None = None, split: str | None = None) -> list[MoisesTrack]:

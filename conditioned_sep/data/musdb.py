@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..audio import resample, write_audio
 from ..stems import STEMS
-from .folder import DatasetError, Track, list_tracks
+from .folder import DatasetError, Track, env_root, list_tracks
 
 SPLITS = ("train", "valid", "test")
 ENV_VAR = "MUSDB_PATH"
@@ -35,15 +35,7 @@ STEM_IDS: dict[str, int] = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vo
 
 def musdb_root(root: str | os.PathLike | None = None) -> Path:
     """``root``, or ``$MUSDB_PATH``; a :class:`DatasetError` naming the way out when neither is usable."""
-    if root is None:
-        if not os.environ.get(ENV_VAR):
-            raise DatasetError(f"no MUSDB18 folder given: pass --musdb PATH or set the {ENV_VAR} variable")
-        root = os.environ[ENV_VAR]
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DatasetError(f"MUSDB18 folder {path} does not exist; pass --musdb PATH (or set {ENV_VAR}) "
-                           "to the folder that holds train/ and test/")
-    return path
+    return env_root(root, env_var=ENV_VAR, what="MUSDB18", option="--musdb PATH", expected="the folder that holds train/ and test/")
 
 
 def _musdb_setup() -> dict[str, Any]:
