@@ -272,7 +272,7 @@ _TRAIN_OPTIONS = {
                                 "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay",
                                 "patience", "valid_seconds", "seed"),
     "output": ("out", "name", "resume", "overwrite", "checkpoint_every", "tensorboard", "progress"),
-    "hardware": ("device", "precision", "threads", "workers"),
+    "hardware": ("device", "precision", "threads", "workers", "stem_cache"),
 }
 """TrainConfig fields offered as options, by group (each option's default and help come from its field)."""
 

@@ -23,6 +23,15 @@ def _tone(freq: float, seconds: float, channels: int, phase: float = 0.0) -> np.
     return np.stack([x * (0.5 + 0.5 * c) for c in range(channels)]) if channels > 1 else x[None]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_home(tmp_path_factory):
+    """Generated data and stem caches of every test (and of the processes tests start) go to a session folder,
+    never to the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONDITIONED_SEP_DATA", str(tmp_path_factory.mktemp("data-home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def hq_folder(tmp_path_factory) -> Path:
     """``<root>/{train,valid,test}/<track>/<stem>.wav``: 1.5 s tones; train/b lacks bass, train/c has a mono

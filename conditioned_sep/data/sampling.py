@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch.utils.data import Dataset, Sampler
 from ..audio import SILENCE_DB, is_silent
 from ..stems import STEMS, UnknownStemError, check_vocabulary
 from .folder import DatasetError, fit_channels
+from .stemcache import StemCache
 from .vocabulary import with_vocabulary
 
 
@@ -74,8 +76,9 @@ class SamplingConfig:
 
 
 class StemBank:
-    """Excerpts of the stems of a list of tracks: from memory when the tracks fit in ``preload_bytes``
-    (loaded once, float32), else read from disk at an offset on every call.
+    """Excerpts of the stems of a list of tracks: with ``cache_root``, from int16 memory maps decoded once under it
+    (:class:`~conditioned_sep.data.stemcache.StemCache`: what training uses); else from memory when the tracks fit
+    in ``preload_bytes`` (loaded once, float32), else read from disk at an offset on every call.
 
     Tracks are :class:`~conditioned_sep.data.folder.Track`-like: ``name``, ``num_samples``, ``channels``,
     ``load(stems=, start=, length=)``; they are seen through the vocabulary ``stems``
@@ -84,14 +87,20 @@ class StemBank:
     """
 
     def __init__(self, tracks: Sequence, *, stems: Sequence[str] = STEMS, preload_bytes: float = 2e9,
-                 channels: int = 2) -> None:
+                 channels: int = 2, cache_root: Path | None = None, progress: bool = False) -> None:
         if not tracks:
             raise DatasetError("no track to draw training examples from")
         self.stems = check_vocabulary(stems)
         self.tracks = [with_vocabulary(t, self.stems) for t in tracks]
         self.channels = channels
-        total = sum(t.num_samples for t in self.tracks) * len(self.stems) * channels * 4
+        self.cache: StemCache | None = None
         self.audio: list[np.ndarray] | None = None
+        if cache_root is not None:
+            self.cache = StemCache(self.tracks, stems=self.stems, channels=channels, root=cache_root,
+                                   progress=progress)
+            self.has_stem = self.cache.present
+            return
+        total = sum(t.num_samples for t in self.tracks) * len(self.stems) * channels * 4
         if total <= preload_bytes:
             self.audio = [fit_channels(t.load(stems=self.stems), self.channels) for t in self.tracks]
         # which tracks hold which stem (a silent file counts as absent); lets a dedicated target be required
@@ -111,6 +120,8 @@ class StemBank:
 
     def excerpt(self, track: int, stem: int, start: int, length: int) -> np.ndarray:
         """``(channels, length)`` float32, zero-padded past the end of the track (a fresh array)."""
+        if self.cache is not None:
+            return self.cache.excerpt(track, stem, start, length)
         if self.audio is not None:
             data = self.audio[track][stem, :, start: start + length]
             out = np.zeros((self.channels, length), dtype=np.float32)
