@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "conditioned_sep"
 
 LAYERS: list[set[str]] = [
-    {"stems", "fileio"},
+    {"stems", "fileio", "hardware"},
     {"audio"},
     {"kernels"},
     {"metrics", "spectral", "film"},
