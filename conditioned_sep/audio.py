@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +96,14 @@ def read_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
     return audio, rate
 
 
-def _unreadable(path: Path, err: Exception) -> AudioError:
+def _unreadable(path: Path, err: Exception, *, at: int | None = None) -> AudioError:
+    """The error for a file that does not decode (``at``: the sample where decoding stopped, when it began)."""
     # libsndfile says "File does not exist" of files it cannot parse: never repeat that to the user
     reason = "" if "does not exist" in str(err) else f" ({str(err).rstrip('. ')})"
     ext = path.suffix.lower().lstrip(".")
-    return AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): not a readable {ext} file, "
-                      f"corrupt or truncated{reason}; re-export it or convert it to wav")
+    where = "" if at is None else f" after sample {at}"
+    return AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes){where}: not a readable {ext} "
+                      f"file, corrupt or truncated{reason}; re-export it or convert it to wav")
 
 
 def _warn_truncated(path: Path, declared: int | None, frames: int) -> None:
@@ -127,16 +130,20 @@ def _wav_declared_frames(path: Path) -> int | None:
     return None
 
 
-def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int, int | None]:
-    """``(audio, rate, frames the container declares or None)`` decoded by the ffmpeg program."""
+def _probe(path: Path) -> tuple[int, int, int | None]:
+    """``(rate, channels, frames the container declares or None)`` of a file the ffmpeg program decodes.
+
+    The declared length leaves out an Opus stream's pre-skip (the encoder's priming samples, 312 at 48 kHz by
+    default), which ffmpeg drops when decoding: counting it made every valid ``.opus`` file look truncated.
+    """
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise AudioError(
             f"cannot read {path}: the {path.suffix} format needs ffmpeg (apt-get install ffmpeg), "
             "or convert the file to wav or flac first"
         )
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels,duration",
-         "-of", "json", str(path)],
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=codec_name,sample_rate,channels,duration", "-of", "json", str(path)],
         capture_output=True, text=True,
     )
     try:
@@ -146,9 +153,28 @@ def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int, int | None]:
         raise AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): ffprobe finds no audio stream "
                          f"(corrupt, truncated or not audio: {probe.stderr.strip()})") from err
     try:
-        declared = int(float(stream["duration"]) * rate)
+        declared = round(float(stream["duration"]) * rate)
     except (KeyError, ValueError):
-        declared = None
+        return rate, channels, None
+    if stream.get("codec_name") == "opus":
+        declared -= _opus_pre_skip(path)
+    return rate, channels, declared
+
+
+def _opus_pre_skip(path: Path) -> int:
+    """The pre-skip of an Opus stream (RFC 7845: ``OpusHead``, version, channels, then pre-skip as 16-bit little
+    endian), read from the file's first 64 kB; 0 when the header is not found there."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    at = head.find(b"OpusHead")
+    if at < 0 or at + 12 > len(head):
+        return 0
+    return int.from_bytes(head[at + 10: at + 12], "little")
+
+
+def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int, int | None]:
+    """``(audio, rate, frames the container declares or None)`` decoded by the ffmpeg program."""
+    rate, channels, declared = _probe(path)
     decoded = subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le",
          "-"],
@@ -186,10 +212,13 @@ def write_audio(path: str | os.PathLike, audio: Array, sample_rate: int, *, subt
     return path
 
 
-def _write_failed(path: Path, err: Exception) -> AudioWriteError:
+def _write_failed(path: Path, err: Exception, *, what: str | None = None) -> AudioWriteError:
+    """The error of a failed write of ``path`` (``what`` names a temporary file by its role), with the free space
+    on its disk."""
     free = shutil.disk_usage(path.parent).free
-    return AudioWriteError(f"cannot write {path} ({err}); {free / 1e6:.0f} MB free on its disk: free some space or "
-                           "choose another output folder")
+    target = f"{what} in {path.parent}" if what else str(path)
+    return AudioWriteError(f"cannot write {target} ({str(err).strip() or type(err).__name__}); {free / 1e6:.0f} MB "
+                           "free on its disk: free some space or choose another output folder")
 
 
 def to_numpy(audio: Array) -> np.ndarray:
@@ -287,6 +316,35 @@ OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
 }
 """Output format -> the soundfile subtypes it takes (the first is the default)."""
 
+OUTPUT_RATES: dict[str, tuple[int, ...]] = {
+    "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+}
+"""Output format -> the only sample rates it takes (MPEG-1, 2 and 2.5 layer III); formats not listed take any."""
+
+
+def output_subtype(format: str, subtype: str | None = None) -> str:
+    """The soundfile subtype to write ``format`` with: ``subtype``, or the format's default when None. Raises
+    ``ValueError`` for an unknown format or a subtype the format does not take."""
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    takes = OUTPUT_FORMATS[format]
+    subtype = subtype or takes[0]
+    if subtype not in takes:
+        raise ValueError(f"{format} takes the sample formats {', '.join(takes)}, got {subtype!r}; pick one of those "
+                         f"(or leave it out: {takes[0]}), or another format (wav takes "
+                         f"{', '.join(OUTPUT_FORMATS['wav'])})")
+    return subtype
+
+
+def check_output_rate(format: str, rate: int, *, name: str) -> None:
+    """Raise :class:`AudioError` when ``format`` cannot hold audio at ``rate`` Hz (``name``: the song)."""
+    rates = OUTPUT_RATES.get(format)
+    if rates is not None and rate not in rates:
+        nearest = min((r for r in rates if r >= rate), default=rates[-1])
+        raise AudioError(f"{name} is at {rate} Hz, and {format} takes only {', '.join(map(str, rates))} Hz: write "
+                         f"wav or flac for this song, or resample it to {nearest} Hz first (e.g. ffmpeg -i in -ar "
+                         f"{nearest} out.wav)")
+
 
 class SeekableAudio:
     """A song on disk, readable at any offset at ``sample_rate``: ``read(lo, hi) -> float32 (channels, hi - lo)``.
@@ -297,7 +355,8 @@ class SeekableAudio:
     ``source_rate`` and ``source_frames`` those of the file. Use as a context manager (closes the file).
     """
 
-    def __init__(self, path: str | os.PathLike, *, sample_rate: int, workdir: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, sample_rate: int, workdir: str | os.PathLike,
+                 check_rate: Callable[[int], None] | None = None) -> None:
         path = Path(path)
         if path.is_dir():
             raise AudioError(f"{path} is a folder, not an audio file; pass the audio files inside it "
@@ -313,41 +372,44 @@ class SeekableAudio:
         else:
             source, declared = workdir / "decoded.wav", _decode_to_wav(path, workdir / "decoded.wav")
         try:
-            file = sf.SoundFile(str(source))
+            self._file = sf.SoundFile(str(source))
         except (RuntimeError, sf.LibsndfileError) as err:
             raise _unreadable(path, err) from err
-        self.source_rate, self.channels = int(file.samplerate), int(file.channels)
-        declared = declared or file.frames
-        if self.channels > 2:
-            file.close()
-            raise AudioError(f"{path} has {self.channels} channels; at most 2 are supported: mix it down to stereo "
-                             "first (e.g. ffmpeg -i in -ac 2 out.wav)")
-        self._file = file
-        self.source_frames = self._count_frames()
-        _warn_truncated(path, declared, self.source_frames)
-        if self.source_rate != sample_rate:
-            self._file = _resampled_copy(file, path, sample_rate, workdir / "resampled.wav")
-        self.sample_rate = sample_rate
-        self.frames = self._count_frames()
-        if self.frames == 0:
+        try:
+            self.source_rate, self.channels = int(self._file.samplerate), int(self._file.channels)
+            if self.channels > 2:
+                raise AudioError(f"{path} has {self.channels} channels; at most 2 are supported: mix it down to "
+                                 "stereo first (e.g. ffmpeg -i in -ac 2 out.wav)")
+            if check_rate is not None:
+                check_rate(self.source_rate)  # before a long resampling, not after it
+            declared = declared or self._file.frames
+            self.source_frames = self._count_frames()
+            _warn_truncated(path, declared, self.source_frames)
+            if self.source_rate != sample_rate:
+                self._file = _resampled_copy(self._file, path, sample_rate, workdir / "resampled.wav")
+            self.sample_rate = sample_rate
+            self.frames = self._count_frames()
+            if self.frames == 0:
+                raise AudioError(f"audio file {path} holds no samples")
+        except BaseException:
             self.close()
-            raise AudioError(f"audio file {path} holds no samples")
+            raise
 
     def _count_frames(self) -> int:
-        """Frames that really decode: a truncated mp3 promises more than it holds."""
-        self._file.seek(0)
-        if self._file.format != "MPEG":
+        """Frames that really decode: a truncated mp3 promises more than it holds (libsndfile names the format
+        MPEG or MP3, by version)."""
+        if self._file.format not in ("MPEG", "MP3"):
             return int(self._file.frames)
-        total = 0
-        for block in self._file.blocks(blocksize=STREAM_BLOCK, dtype="float32", always_2d=True):
-            total += len(block)
-        return total
+        return sum(len(block) for block in _blocks(self._file, self.path))
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Samples ``[lo, hi)`` at :attr:`sample_rate`, float32 ``(channels, hi - lo)``; :class:`AudioError` for
-        NaN or Inf samples."""
-        self._file.seek(lo)
-        data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+        NaN or Inf samples and for a file that stops decoding (corrupt or truncated)."""
+        try:
+            self._file.seek(lo)
+            data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise _unreadable(self.path, err, at=lo) from err
         out = np.zeros((self.channels, hi - lo), dtype=np.float32)
         out[:, : len(data)] = data.T
         validate_audio(out, name=f"{self.path} (samples {lo}..{hi})")
@@ -366,36 +428,55 @@ class SeekableAudio:
 def _decode_to_wav(path: Path, out: Path) -> int | None:
     """Decode ``path`` with the ffmpeg program into a float wav ``out`` (streamed to disk, not memory); returns the
     frames the container declares (None when it does not say)."""
-    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        raise AudioError(f"cannot read {path}: the {path.suffix} format needs ffmpeg (apt-get install ffmpeg), "
-                         "or convert the file to wav or flac first")
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                            "stream=sample_rate,duration", "-of", "json", str(path)], capture_output=True, text=True)
-    try:
-        stream = json.loads(probe.stdout)["streams"][0]
-        rate = int(stream["sample_rate"])
-    except (json.JSONDecodeError, KeyError, IndexError, ValueError) as err:
-        raise AudioError(f"cannot read audio file {path} ({path.stat().st_size} bytes): ffprobe finds no audio stream "
-                         f"(corrupt, truncated or not audio: {probe.stderr.strip()})") from err
+    _, _, declared = _probe(path)
     done = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(path), "-map", "0:a:0",
                            "-acodec", "pcm_f32le", str(out)], capture_output=True)
     if done.returncode != 0:
-        raise AudioError(f"cannot decode audio file {path}: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        return int(float(stream["duration"]) * rate)
-    except (KeyError, ValueError):
-        return None
+        message = done.stderr.decode(errors="replace").strip()
+        if "No space left" in message:
+            raise _write_failed(out, OSError(message), what=f"a decoded copy of {path}")
+        raise AudioError(f"cannot decode audio file {path}: {message}")
+    return declared
+
+
+def _blocks(file: sf.SoundFile, path: Path) -> Iterator[np.ndarray]:
+    """``file`` from its start, block by block as float32 ``(m, channels)``; a block that does not decode is an
+    :class:`AudioError` naming ``path``."""
+    file.seek(0)
+    done = 0
+    while True:
+        try:
+            block = file.read(STREAM_BLOCK, dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise _unreadable(path, err, at=done) from err
+        if not len(block):
+            return
+        done += len(block)
+        yield block
 
 
 def _resampled_copy(file: sf.SoundFile, path: Path, rate: int, out: Path) -> sf.SoundFile:
-    """``file`` resampled to ``rate`` (soxr HQ, streaming) into a float wav ``out``, opened for reading."""
+    """``file`` resampled to ``rate`` (soxr HQ, streaming) into a float wav ``out``, opened for reading. A write
+    that fails (a full disk) is an :class:`AudioWriteError` with the free space."""
     stream = soxr.ResampleStream(file.samplerate, rate, file.channels, dtype="float32", quality="HQ")
-    with file, sf.SoundFile(str(out), "w", samplerate=rate, channels=file.channels, subtype="FLOAT") as dst:
-        for block in file.blocks(blocksize=STREAM_BLOCK, dtype="float32", always_2d=True):
+    what = f"a resampled copy of {path.name}"
+    try:
+        dst = sf.SoundFile(str(out), "w", samplerate=rate, channels=file.channels, subtype="FLOAT")
+    except (RuntimeError, OSError) as err:
+        raise _write_failed(out, err, what=what) from err
+    with file, dst:
+        for block in _blocks(file, path):
             validate_audio(block, name=str(path))
-            dst.write(stream.resample_chunk(block))
-        dst.write(stream.resample_chunk(np.zeros((0, file.channels), np.float32), last=True))
+            _write_block(dst, stream.resample_chunk(block), what=what)
+        _write_block(dst, stream.resample_chunk(np.zeros((0, file.channels), np.float32), last=True), what=what)
     return sf.SoundFile(str(out))
+
+
+def _write_block(dst: sf.SoundFile, data: np.ndarray, *, what: str | None = None) -> None:
+    try:
+        dst.write(data)
+    except (RuntimeError, OSError) as err:  # libsndfile's "System error." is a full disk, among others
+        raise _write_failed(Path(dst.name), err, what=what) from err
 
 
 class StemWriter:
@@ -412,7 +493,8 @@ class StemWriter:
         try:
             self._file = sf.SoundFile(str(self.path), "w", samplerate=to_rate, channels=channels, subtype=subtype)
         except (RuntimeError, sf.LibsndfileError) as err:
-            raise AudioWriteError(f"cannot write {self.path} ({err}); does this format take subtype {subtype}?") from err
+            raise AudioWriteError(f"cannot write {self.path.name} as {subtype} at {to_rate} Hz, {channels} "
+                                  f"channel(s) ({err})") from err
 
     def write(self, block: np.ndarray, *, last: bool = False) -> None:
         """Append ``block (channels, m)`` at ``from_rate``; ``last`` flushes the resampler and fixes the length."""
@@ -424,10 +506,7 @@ class StemWriter:
         data = data[: self.frames - self.written]
         if last and self.written + len(data) < self.frames:
             data = np.concatenate([data, np.zeros((self.frames - self.written - len(data), self.channels), np.float32)])
-        try:
-            self._file.write(data)
-        except (RuntimeError, sf.LibsndfileError, OSError) as err:
-            raise _write_failed(self.path, err) from err
+        _write_block(self._file, data)
         self.written += len(data)
 
     def close(self) -> None:

@@ -9,22 +9,27 @@ written once, in its dataclass. Library code never exits the process: commands r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from . import __version__
-from .audio import OUTPUT_FORMATS
+from .audio import OUTPUT_FORMATS, output_subtype
 from .data.sources import DatasetSpec
 from .distributed import world
 from .evaluation import EvalConfig, evaluate
+from .fileio import ForeignFolderError, check_writable
 from .film import FILM_KINDS, Z_INPUTS
+from .hardware import resolve_device
 from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
@@ -171,14 +176,68 @@ def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so that every open song folder and scratch folder is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`_Interrupted` (in the main thread; the first signal only, so that a second
+    one does not cut the clean-up short). The earlier handlers are restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise _Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def run_separate(args: argparse.Namespace, prog: str) -> int:
     """0 when every song was separated, 1 when some failed, 2 on a usage error (missing checkpoint, unknown
-    stem) before any song is read."""
+    stem, a format and sample format that do not go together, an unusable device or output folder) before any
+    song is read; 130 after Ctrl-C (SIGINT), 143 after SIGTERM, with a summary and the song being separated left
+    unwritten."""
     try:
+        with _signals_interrupt():
+            return _separate_songs(args, prog)
+    except KeyboardInterrupt as stop:  # before the first song: nothing written
+        print(f"{prog}: interrupted ({_signal_name(stop)}) before any song was separated", file=sys.stderr)
+        return _interrupted_code(stop)
+
+
+def _signal_name(stop: KeyboardInterrupt) -> str:
+    return signal.Signals(stop.signum).name if isinstance(stop, _Interrupted) else "SIGINT"
+
+
+def _interrupted_code(stop: KeyboardInterrupt) -> int:
+    """The shell's exit code for a process stopped by the signal: 128 + its number (130 for SIGINT, 143 for
+    SIGTERM)."""
+    return 128 + (stop.signum if isinstance(stop, _Interrupted) else signal.SIGINT)
+
+
+def _separate_songs(args: argparse.Namespace, prog: str) -> int:
+    """:func:`run_separate` under its signal handlers."""
+    try:
+        subtype = output_subtype(args.format, args.subtype)
+        device = resolve_device(args.device)
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read
         paths = [p for value in (args.checkpoint or [str(DEFAULT_RUN)]) for p in value.split(",") if p]
-        separator = choose_checkpoint(paths).load(niter=args.niter, device=args.device)
+        separator = choose_checkpoint(paths).load(niter=args.niter, device=device)
         if args.stems is None:
             queries = parse_queries(list(separator.stems))
         # a dedicated set answers only its stems and their sums: say so before reading any song
@@ -191,30 +250,47 @@ def run_separate(args: argparse.Namespace, prog: str) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"output folder {args.out} is a file; pass -o with a folder (it is created if missing)")
         args.out.mkdir(parents=True, exist_ok=True)
+        check_writable(args.out)
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
 
     failed: list[str] = []
+    done: list[str] = []
     written = 0
     used: set[str] = set()
     bar = tqdm(args.songs, desc="separate", unit="song", disable=args.no_progress, file=sys.stderr)
-    for song in bar:
-        path = Path(song)
-        name = _song_name(path)
-        if name in used:  # "song.wav" and "song.mp3" in one call: keep both, the second under its full name
-            name = next(n for n in (path.name, *(f"{path.name} ({i})" for i in range(2, 10**6))) if n not in used)
-        used.add(name)
-        try:
-            files = separator.separate_file(path, args.out / name, [q.name for q in queries], format=args.format,
-                                            subtype=args.subtype, progress=not args.no_progress)
-            written += len(files)
-        except (ValueError, OSError) as err:  # one bad song must not stop the others
-            failed.append(song)
-            bar.write(f"{prog}: error: {song}: {err}", file=sys.stderr)
+    current = None  # the song being separated
+    try:
+        for song in bar:
+            path = Path(song)
+            name = _song_name(path)
+            if name in used:  # "song.wav" and "song.mp3" in one call: keep both, the second under its full name
+                name = next(n for n in (path.name, *(f"{path.name} ({i})" for i in range(2, 10**6))) if n not in used)
+            used.add(name)
+            current = song
+            try:
+                files = separator.separate_file(path, args.out / name, [q.name for q in queries], format=args.format,
+                                                subtype=subtype, progress=not args.no_progress)
+                written += len(files)
+                done.append(song)
+            except Exception as err:  # one bad song must not stop the others, whatever its error
+                failed.append(song)
+                reason = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+                if isinstance(err, ForeignFolderError):
+                    reason += " (or pass another -o)"
+                bar.write(f"{prog}: error: {song}: {reason}", file=sys.stderr)
+            current = None
+    except KeyboardInterrupt as stop:
+        bar.close()
+        left = len(args.songs) - len(done) - len(failed) - (current is not None)
+        during = (f"during {current}: its folder was not written (an earlier one is kept)" if current is not None
+                  else "between songs")
+        print(f"{prog}: interrupted ({_signal_name(stop)}) {during}; {len(done)} of {len(args.songs)} song(s) done "
+              f"({written} file(s) in {args.out}), {len(failed)} failed, {left} not started", file=sys.stderr)
+        return _interrupted_code(stop)
     bar.close()
-    print(f"wrote {written} file(s) for {len(args.songs) - len(failed)} of {len(args.songs)} song(s) to {args.out}",
-          file=sys.stderr)
+    print(f"wrote {written} file(s) for {len(done)} of {len(args.songs)} song(s) to {args.out}", file=sys.stderr)
     if failed:
         print(f"{prog}: {len(failed)} song(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

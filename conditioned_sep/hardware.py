@@ -44,11 +44,12 @@ def device_problem(name: str) -> str | None:
     return f"device must be auto, cpu, cuda or cuda:N, got {name!r}"
 
 
-def resolve_device(name: str, *, precision: str = "fp32") -> torch.device:
+def resolve_device(name: str | torch.device, *, precision: str = "fp32") -> torch.device:
     """The device of this process for the device name ``name``: ``auto`` is CUDA when available, else the CPU;
     under torchrun a plain ``cuda`` (or ``auto``) is ``cuda:<LOCAL_RANK>``. Raises :class:`DeviceError` for a
     malformed name, a CUDA device this torch or machine lacks (naming how many GPUs it has), or a ``precision``
     the device cannot run."""
+    name = str(name) if isinstance(name, torch.device) else name
     problem = device_problem(name)
     if problem:
         raise DeviceError(problem)

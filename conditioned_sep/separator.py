@@ -11,8 +11,7 @@ import contextlib
 import math
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,20 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .audio import (
-    OUTPUT_FORMATS,
     AudioError,
     SeekableAudio,
     StemWriter,
     as_float,
+    check_output_rate,
+    output_subtype,
     read_audio,
     resample,
     validate_audio,
 )
 from .checkpoint import load_checkpoint
 from .chunking import overlap_add, overlap_add_blocks
-from .fileio import atomic_folder
+from .fileio import atomic_folder, check_replaceable, check_writable, work_folder
+from .hardware import resolve_device
 from .models import SeparationModel
 from .spectral import wiener
 from .stems import StemQuery, UnknownStemError, parse_queries, parse_query, queries_to_z
@@ -73,7 +74,7 @@ class Separator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.niter, self.chunk_seconds, self.overlap, self.batch_size = niter, chunk_seconds, overlap, batch_size
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if isinstance(model, SeparationModel):
             models = {"": model} if model.is_conditioned else {model.target: model}
         elif isinstance(model, Mapping):
@@ -116,14 +117,21 @@ class Separator:
     @classmethod
     def load(cls, path: PathLike | Sequence[PathLike] | Mapping[str, PathLike], **kwargs) -> Separator:
         """One checkpoint (conditioned, or one dedicated model), a list of dedicated checkpoints, or a mapping
-        stem -> dedicated checkpoint. ``kwargs`` go to :class:`Separator`."""
+        stem -> dedicated checkpoint (each path a ``str``, ``bytes`` or ``os.PathLike``). ``kwargs`` go to
+        :class:`Separator`."""
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
         if isinstance(path, (str, os.PathLike)):
             model, _ = load_checkpoint(path)
             return cls(model, **kwargs)
         if isinstance(path, Mapping):
-            return cls({stem: load_checkpoint(p)[0] for stem, p in path.items()}, **kwargs)
+            return cls({stem: load_checkpoint(os.fsdecode(p))[0] for stem, p in path.items()}, **kwargs)
+        items = list(path) if isinstance(path, Iterable) else None
+        if items is None or not all(isinstance(p, (str, bytes, os.PathLike)) for p in items):
+            raise TypeError(f"Separator.load takes a checkpoint path (str, bytes or os.PathLike), a list of them or "
+                            f"a mapping stem -> path; got {_describe(path)}")
         models: dict[str, SeparationModel] = {}
-        for p in path:
+        for p in map(os.fsdecode, items):
             model, _ = load_checkpoint(p)
             if model.is_conditioned:
                 raise ValueError(f"{p} holds a conditioned model; load it alone: Separator.load({str(p)!r})")
@@ -208,24 +216,27 @@ class Separator:
         not the song; only the requested ``stems`` are computed. ``format``: ``wav``, ``flac`` or ``mp3``
         (:data:`~conditioned_sep.audio.OUTPUT_FORMATS`), ``subtype`` the sample format (wav: ``PCM_16`` default,
         ``PCM_24``, ``FLOAT``). Stems are at the song's sample rate and length. ``out_dir`` is published whole: all
-        its stems appear together (replacing an earlier folder of that name) or, on any error or kill, none and the
-        earlier folder stays. Decoding (ffmpeg) and resampling use temporary files beside ``out_dir``. Returns
-        ``{query: file}``.
+        its stems appear together or, on any error or kill, none and the earlier folder stays.
+
+        ``out_dir`` is this song's own folder, and the rule is that no file this project did not write is ever
+        deleted: a new or empty folder is filled, a folder an earlier ``separate_file`` wrote (its
+        :data:`~conditioned_sep.fileio.MANIFEST` lists its stems) is replaced, and any other folder (one holding
+        other files, or the song itself; the current, home or root folder) is refused with a
+        :class:`~conditioned_sep.fileio.ForeignFolderError` before anything is read. Decoding (ffmpeg) and
+        resampling use a scratch folder beside ``out_dir``. Returns ``{query: file}``.
         """
         queries = self.parse(stems)
-        if format not in OUTPUT_FORMATS:
-            raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-        subtype = subtype or OUTPUT_FORMATS[format][0]
-        if subtype not in OUTPUT_FORMATS[format]:
-            raise ValueError(f"{format} takes the sample formats {', '.join(OUTPUT_FORMATS[format])}, got {subtype!r}")
+        subtype = output_subtype(format, subtype)
         out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"output folder {out_dir} is a file; pass a folder (it is created if missing)")
+        check_replaceable(out_dir, inputs=[path], suggest=out_dir / Path(path).stem)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(out_dir.parent)
         names = {q.name: f"{output_name(q.name)}.{format}" for q in queries}
         with contextlib.ExitStack() as stack:
-            work = stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
-            song = stack.enter_context(SeekableAudio(path, sample_rate=self.sample_rate, workdir=work))
+            work = stack.enter_context(work_folder(out_dir))
+            song = stack.enter_context(SeekableAudio(
+                path, sample_rate=self.sample_rate, workdir=work,
+                check_rate=lambda rate: check_output_rate(format, rate, name=str(path))))
             stack.enter_context(self._eval())
             folder = stack.enter_context(atomic_folder(out_dir, replace=True))
             writers = []
@@ -370,6 +381,13 @@ class Separator:
         with the mixture's phase."""
         mag = (mix.abs() - est.abs().sum(0)).clamp_min(0)
         return mix * (mag / mix.abs().clamp_min(1e-12))
+
+
+def _describe(value: object) -> str:
+    """``value``'s type, and its elements' types for a sequence, for a TypeError."""
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {', '.join(sorted({type(v).__name__ for v in value})) or 'nothing'}"
+    return type(value).__name__
 
 
 def output_name(query: str) -> str:

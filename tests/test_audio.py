@@ -1,11 +1,22 @@
 import os
 import shutil
+import subprocess
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from conditioned_sep.audio import AudioError, as_float, read_audio, resample, validate_audio, write_audio
+from conditioned_sep.audio import (
+    AudioError,
+    SeekableAudio,
+    TruncatedAudioWarning,
+    as_float,
+    read_audio,
+    resample,
+    validate_audio,
+    write_audio,
+)
 
 
 def _tone(rate=8000, seconds=0.5, channels=2):
@@ -91,3 +102,44 @@ def test_resample_keeps_type_and_tone():
     assert abs(np.argmax(spectrum) - 440) <= 1  # 1 s long: bin index is Hz
     with pytest.raises(AudioError, match="positive"):
         resample(audio, orig_rate=0, target_rate=8000)
+
+
+def _noise(rate=44100, seconds=3.0):
+    return (0.1 * np.random.default_rng(0).standard_normal((2, int(rate * seconds)))).astype(np.float32)
+
+
+def test_a_truncated_flac_is_an_audio_error_naming_the_file(tmp_path):
+    """``flac decoder lost sync`` came out of the streaming reader as a raw LibsndfileError."""
+    whole = write_audio(tmp_path / "whole.flac", _noise(), 44100).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    for rate in (44100, 22050):  # read in place, and resampled into the work folder
+        with pytest.raises(AudioError, match=r"cannot read audio file .*cut\.flac .* after sample \d+: not a readable "
+                                             r"flac file, corrupt or truncated \(.*lost sync\)"):
+            with SeekableAudio(cut, sample_rate=rate, workdir=tmp_path) as song:
+                song.read(0, song.frames)
+
+
+def test_a_truncated_mp3_warns_and_keeps_the_length_it_holds(tmp_path):
+    """A truncated mp3 was read with no warning, and its stems padded with silence to the header's length."""
+    whole = write_audio(tmp_path / "whole.mp3", _noise(), 44100, subtype="MPEG_LAYER_III").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole[: len(whole) // 2])
+    held, _ = read_audio(tmp_path / "whole.mp3")
+    with pytest.warns(TruncatedAudioWarning, match=r"cut\.mp3 looks truncated: its header promises 132300"):
+        with SeekableAudio(cut, sample_rate=44100, workdir=tmp_path) as song:
+            assert song.source_frames == song.frames < held.shape[1] // 2 + 2000
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program")
+def test_a_valid_opus_file_is_not_called_truncated(tmp_path):
+    """Opus pre-skip (312 samples) counted in the declared length made every .opus file 'truncated'."""
+    wav = write_audio(tmp_path / "a.wav", _noise(48000), 48000)
+    opus = tmp_path / "a.opus"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(wav), "-c:a", "libopus", str(opus)], check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedAudioWarning)
+        audio, rate = read_audio(opus)
+        with SeekableAudio(opus, sample_rate=44100, workdir=tmp_path) as song:
+            assert song.source_frames == audio.shape[1] == 144000 and rate == song.source_rate == 48000
+

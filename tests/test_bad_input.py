@@ -5,6 +5,7 @@ lost or half-written. Tiny models (untrained, tiny preset) and short audio."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,6 +173,141 @@ def test_non_finite_stems_are_refused_and_the_exit_code_says_so(tmp_path, run_fo
                      "--no-progress"])
     assert code == 1 and "NaN or Inf" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.wav")) and not list(tmp_path.iterdir())
+
+
+def _separate(*args: str) -> list[str]:
+    return ["separate", *args, "--no-progress"]
+
+
+def test_a_truncated_flac_fails_its_song_and_the_batch_goes_on(tmp_path, run_folder, two_songs, capsys):
+    """``flac decoder lost sync`` raised a raw LibsndfileError and stopped the batch."""
+    whole = write_audio(tmp_path / "whole.flac", _stereo(3.0), RATE).read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    code = cli.main(_separate(str(two_songs[0]), str(cut), str(two_songs[1]), "-s", "vocals", "-o", str(out),
+                              "-c", str(run_folder)))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"error: .*cut\.flac: cannot read audio file .*cut\.flac .*corrupt or truncated", err)
+    assert "1 song(s) failed" in err and "for 2 of 3 song(s)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["one", "two"]  # the song after it was separated
+
+
+def test_a_full_disk_while_resampling_fails_its_song_and_the_batch_goes_on(tmp_path, run_folder, two_songs, capsys,
+                                                                            monkeypatch):
+    """A 48 kHz song on a full disk: ``LibsndfileError: System error.`` stopped the batch."""
+    high = write_audio(tmp_path / "high.wav", _stereo(1.0), 48000)
+    real = sf.SoundFile.write
+
+    def full(self, data):
+        if self.name.endswith("resampled.wav"):
+            raise sf.LibsndfileError(2, prefix="System error: ")
+        return real(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    out = tmp_path / "out"
+    code = cli.main(_separate(str(high), str(two_songs[0]), "-s", "vocals", "-o", str(out), "-c", str(run_folder)))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"high\.wav: cannot write a resampled copy of high\.wav in .*; \d+ MB free on its disk", err)
+    assert sorted(p.name for p in out.iterdir()) == ["one"]  # no scratch folder left, the next song done
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-f", "flac", "--subtype", "FLOAT"], "flac takes the sample formats PCM_16, PCM_24, got 'FLOAT'"),
+    (["-f", "mp3", "--subtype", "PCM_16"], "mp3 takes the sample formats MPEG_LAYER_III, got 'PCM_16'"),
+    (["--device", "bogus"], "device must be auto, cpu, cuda or cuda:N, got 'bogus'"),
+    (["--device", "cuda:99"], "device 'cuda:99' asked for, but"),
+])
+def test_separate_options_that_cannot_work_are_usage_errors(tmp_path, run_folder, capsys, args, message):
+    """Refused per song with exit 1 (the format / subtype mismatch), or a traceback (the device): now a usage error
+    before any song is read (the song does not even exist)."""
+    code = cli.main(_separate(str(tmp_path / "not read.wav"), "-o", str(tmp_path / "out"), "-c", str(run_folder),
+                              *args))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and "not read" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_read_only_output_folder_is_a_usage_error_naming_it(tmp_path, run_folder, two_songs, capsys, monkeypatch):
+    """A read-only -o named an internal temporary folder (``.pcm16.work-*``) once per song."""
+    from conditioned_sep import fileio
+
+    out = tmp_path / "read-only"
+    out.mkdir()
+    real = fileio.tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # the tests run as root, whom chmod does not stop
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    code = cli.main(_separate(*map(str, two_songs), "-o", str(out), "-c", str(run_folder)))
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write in {out} (Permission denied)" in err and ".work" not in err
+
+
+def test_separate_into_a_folder_the_user_filled_is_refused_per_song(tmp_path, run_folder, two_songs, capsys):
+    """Re-separating replaces our own earlier output; a song folder holding the user's files is left alone."""
+    out = tmp_path / "out"
+    argv = _separate(*map(str, two_songs), "-o", str(out), "-c", str(run_folder))
+    assert cli.main(argv + ["-s", "vocals"]) == 0
+    (out / "one" / "notes.txt").write_text("mine")
+    assert cli.main(argv + ["-s", "drums"]) == 1
+    err = capsys.readouterr().err
+    assert "one holds files conditioned-sep did not write (notes.txt)" in err and "pass another -o" in err
+    assert sorted(p.name for p in (out / "one").glob("*.*")) == [".conditioned-sep.json", "notes.txt", "vocals.wav"]
+    assert sorted(p.name for p in (out / "two").glob("*.wav")) == ["drums.wav"]  # our own folder: replaced
+
+
+_SLOW_SEPARATE = """
+import sys, time
+from conditioned_sep import cli
+from conditioned_sep.separator import Separator
+run, calls = Separator._run, []
+def stuck(self, x, queries):  # the first chunk is separated and written, then the song never ends
+    calls.append(1)
+    while len(calls) > 1:
+        time.sleep(0.05)
+    return run(self, x, queries)
+Separator._run = stuck
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_separate_cleans_up_keeps_the_old_folder_and_says_so(tmp_path, run_folder, signum, code):
+    """SIGTERM left the hidden partial folder and the work folder (78 MB for a 5-minute song); Ctrl-C cleaned up
+    but ended in a KeyboardInterrupt traceback with no summary."""
+    from conditioned_sep.fileio import atomic_folder
+
+    song = write_audio(tmp_path / "long.wav", _stereo(25.0), 48000)  # 48 kHz: resampled in a work folder
+    out = tmp_path / "out"
+    out.mkdir()
+    with atomic_folder(out / "long", replace=True) as tmp:  # an earlier separation of the song
+        (tmp / "vocals.wav").write_bytes(b"earlier")
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SEPARATE, *_separate(str(song), str(song), "-s", "vocals",
+                                                                               "-o", str(out), "-c", str(run_folder))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 120
+    partial = []
+    while time.monotonic() < deadline and not partial and proc.poll() is None:
+        time.sleep(0.02)
+        partial = [p for p in out.glob(".long.partial-*/vocals.wav") if p.stat().st_size > 44]  # stems half written
+    assert partial and list(out.glob(".long.work*")), "never got half way"
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert (f"interrupted ({signal.Signals(signum).name}) during {song}: its folder was not written (an earlier "
+            f"one is kept); 0 of 2 song(s) done (0 file(s) in {out}), 0 failed, 1 not started") in err
+    assert sorted(p.name for p in out.iterdir()) == ["long"]  # no partial folder, no work folder
+    assert (out / "long" / "vocals.wav").read_bytes() == b"earlier"
 
 
 # ---- train.py ---------------------------------------------------------------------------------------------------

@@ -83,11 +83,11 @@ def test_separate_run_folder_and_dedicated_set(tmp_path, checkpoints, songs):
     pair = ["-c", str(checkpoints["vocals"]), "-c", str(checkpoints["drums"].parent)]
     assert cli.main(["separate", *pair, str(songs["wav"]), "-o", str(tmp_path / "b"), "--no-progress",
                      "-s", "vocals,vocals+drums"]) == 0
-    assert sorted(p.name for p in (tmp_path / "b" / "song").iterdir()) == ["vocals+drums.wav", "vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "b" / "song").glob("*.wav")) == ["vocals+drums.wav", "vocals.wav"]
     # without --stems: every stem the checkpoints separate
     pair = ["-c", f"{checkpoints['vocals']},{checkpoints['drums']}"]
     assert cli.main(["separate", str(songs["wav"]), "-o", str(tmp_path / "c"), *pair, "--no-progress"]) == 0
-    assert sorted(p.name for p in (tmp_path / "c" / "song").iterdir()) == ["drums.wav", "vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "c" / "song").glob("*.wav")) == ["drums.wav", "vocals.wav"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -115,7 +115,7 @@ def test_missing_song_is_an_error_not_a_crash(tmp_path, checkpoints, songs, caps
                      "-c", str(checkpoints["conditioned"]), "--no-progress"])
     assert code == 1
     assert "audio file not found" in capsys.readouterr().err
-    assert len(list((tmp_path / "o" / "song").iterdir())) == 4
+    assert len(list((tmp_path / "o" / "song").glob("*.wav"))) == 4
 
 
 def test_dispatch_help_and_unknown_command(capsys):

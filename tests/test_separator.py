@@ -1,4 +1,6 @@
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -8,6 +10,7 @@ import torch
 import conditioned_sep
 from conditioned_sep.audio import AudioError, resample, write_audio
 from conditioned_sep.checkpoint import save_checkpoint
+from conditioned_sep.fileio import MANIFEST, ForeignFolderError
 from conditioned_sep.models import ConditionedUNet, SeparationConfig, SeparationModel
 from conditioned_sep.separator import Separator
 from conditioned_sep.spectral import wiener
@@ -408,7 +411,7 @@ def test_separate_file_streams_the_same_stems_as_separate(tmp_path, rate, channe
     x = (0.1 * np.random.default_rng(1).standard_normal((channels, int(1.3 * rate)))).astype(np.float32)
     song = write_audio(tmp_path / "song.wav", x, rate, subtype="FLOAT")
     files = sep.separate_file(song, tmp_path / "out", ["vocals", "drums+bass"], subtype="FLOAT")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["drums+bass.wav", "vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST, "drums+bass.wav", "vocals.wav"]
     in_memory = sep.separate(song, ["vocals", "drums+bass"])
     for name, path in files.items():
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -454,3 +457,95 @@ def test_a_song_folder_is_published_whole_or_not_at_all(tmp_path, monkeypatch):
     # the earlier folder as it was: no new stem beside old ones, no temporary folder or work files left
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "song.wav"]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_separate_file_never_deletes_a_file_it_did_not_write(tmp_path, monkeypatch):
+    """The reported data loss: ``separate_file("album/song.wav", "album", ...)`` replaced album/ whole, deleting
+    song.wav and notes.txt. Now: refused before anything is read or written, naming the folder and the way out;
+    a new folder is filled, a folder of ours (with its manifest) replaced, one the user added a file to refused."""
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval())
+    album = tmp_path / "album"
+    album.mkdir()
+    song = write_audio(album / "song.wav", 0.1 * np.ones((2, 8000), np.float32), 44100)
+    (album / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in album.iterdir()}
+    with pytest.raises(ForeignFolderError, match=r"album holds the input .*song\.wav: replacing the folder would "
+                                                 r"delete it; pass a new folder, such as .*album/song"):
+        sep.separate_file(song, album, "vocals")
+    assert {p.name: p.read_bytes() for p in album.iterdir()} == before and _names(tmp_path) == ["album"]
+    other = tmp_path / "other.wav"
+    write_audio(other, 0.1 * np.ones((2, 8000), np.float32), 44100)
+    with pytest.raises(ForeignFolderError, match=r"did not write \(notes\.txt, song\.wav\)"):
+        sep.separate_file(other, album, "vocals")
+    assert {p.name: p.read_bytes() for p in album.iterdir()} == before
+    # the folder the message suggests works, and a second run replaces our own folder
+    sep.separate_file(song, album / "song", ["vocals", "bass"])
+    sep.separate_file(song, album / "song", "drums")
+    assert _names(album / "song") == [MANIFEST, "drums.wav"]
+    (album / "song" / "lyrics.txt").write_text("mine too")
+    with pytest.raises(ForeignFolderError, match=r"lyrics\.txt"):
+        sep.separate_file(song, album / "song", "vocals")
+    assert _names(album / "song") == [MANIFEST, "drums.wav", "lyrics.txt"]
+    # the current folder: refused, and no ``..partial-PID-old-*`` folder left in it
+    monkeypatch.chdir(album)
+    for where in (".", ""):
+        with pytest.raises(ForeignFolderError, match="is the current folder: it is never replaced"):
+            sep.separate_file(song, where, "vocals")
+    assert _names(album) == ["notes.txt", "song", "song.wav"] and _names(tmp_path) == ["album", "other.wav"]
+    with pytest.raises(ForeignFolderError, match="is the file-system root"):
+        sep.separate_file(song, "/", "vocals")
+    # an empty folder is filled
+    (tmp_path / "empty").mkdir()
+    sep.separate_file(song, tmp_path / "empty", "vocals")
+    assert _names(tmp_path / "empty") == [MANIFEST, "vocals.wav"]
+
+
+def test_a_killed_runs_work_folder_is_removed_by_the_next_run(tmp_path):
+    """A killed run left ``.<song>.work-*/resampled.wav`` (a float32 copy of the song) even after later runs."""
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval())
+    song = write_audio(tmp_path / "song.wav", 0.1 * np.ones((2, 9600), np.float32), 48000)  # resampled on the way
+    dead = tmp_path / ".song.work.partial-999999999-x"
+    alive = tmp_path / f".song.work.partial-{os.getppid()}-x"  # a live process's (pytest's parent)
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "resampled.wav").write_bytes(b"\0" * 4096)
+    sep.separate_file(song, tmp_path / "song", "vocals")
+    assert _names(tmp_path) == [alive.name, "song", "song.wav"]
+
+
+def test_mp3_at_a_rate_it_cannot_hold_is_refused_before_resampling(tmp_path, monkeypatch):
+    """192 kHz with format mp3 was refused only after the whole song was resampled, with a hint about the subtype."""
+    from conditioned_sep import audio
+
+    def resampling(*args, **kwargs):
+        raise AssertionError("the song was resampled before the format was checked")
+
+    monkeypatch.setattr(audio, "_resampled_copy", resampling)
+    sep = Separator(ConditionedUNet.from_preset("tiny").eval())
+    song = write_audio(tmp_path / "hi.wav", 0.1 * np.ones((2, 19200), np.float32), 192000)
+    with pytest.raises(AudioError, match=r"hi\.wav is at 192000 Hz, and mp3 takes only 8000, .*, 48000 Hz: write "
+                                         r"wav or flac for this song, or resample it to 48000 Hz first"):
+        sep.separate_file(song, tmp_path / "out", "vocals", format="mp3")
+    assert _names(tmp_path) == ["hi.wav"]
+
+
+def test_load_takes_bytes_paths_and_names_the_types_it_takes(tmp_path):
+    path = save_checkpoint(tmp_path / "m.ckpt", _model())
+    assert Separator.load(os.fsencode(path)).is_conditioned  # was: TypeError ... not int
+    with pytest.raises(TypeError, match=r"a checkpoint path \(str, bytes or os.PathLike\), a list of them or a "
+                                        r"mapping stem -> path; got int"):
+        Separator.load(5)
+    with pytest.raises(TypeError, match="got list of int"):
+        Separator.load([1, 2])
+
+
+def test_an_unknown_or_missing_device_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"device must be auto, cpu, cuda or cuda:N, got 'bogus'"):
+        Separator(_model(), device="bogus")
+    missing = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=rf"device '{missing}' asked for, but"):
+        Separator(_model(), device=missing)
