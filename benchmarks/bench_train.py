@@ -1,59 +1,130 @@
-"""Training speed: examples per second of the real training step (DataLoader, loss, Adam) for thread and loader
-worker settings, on a quiet machine and beside one competing busy process.
+"""Training throughput against the machine's own peak: the network's step per precision and compile setting beside
+eager fp32, the loader alone, and ``train.py``'s step with its defaults (data included), in one run.
 
-    python benchmarks/bench_train.py [--preset small] [--steps 30] [--batch-size 16] [--threads 1,2]
-                                     [--workers 0,1] [--load quiet,busy] [--dedicated STEM] [--folder PATH]
-    python benchmarks/bench_train.py --preset tiny --steps 3 --folder PATH   # a quick check that it runs
+    python benchmarks/bench_train.py [--arch unet,bandsplit] [--preset small] [--precision fp32,bf16]
+                                     [--compile off,on] [--batch-size 16] [--steps 5] [--threads 2]
+                                     [--loader] [--train] [--folder PATH]
+    python benchmarks/bench_train.py --arch unet --preset tiny --steps 2 --compile off   # a quick check
 
-Uses the rendered default dataset (rendered first if missing) unless ``--folder`` names a stem folder. Each
-setting builds a :class:`~conditioned_sep.training.Trainer` (its own setup: threads, data loader, model) and times
-``--steps`` optimizer steps after two warm-up steps, data waiting included. "busy" runs ``python -c "while True:
-pass"`` beside it (killed afterwards): on a shared 2-core machine, what another user's job does to each setting.
-Also prints the example sampler alone, in the main process.
+Per setting (one quiet process, settings side by side): FLOP per optimizer step (forward + backward, counted by
+``torch.utils.flop_counter`` on the eager model: the same work whatever the precision), ms per step of forward,
+backward and Adam on random audio (the compute-only step, after warm-up steps that include compiling), examples
+per second, the achieved TFLOP/s and its share of this run's measured matrix-product peak of the same dtype
+(2048^3 products, fp32 and bf16), and the speed-up over eager fp32.
+
+``--loader``: examples per second the training loader delivers (stems from the int16 stem cache, the same
+sampler and workers training uses), on the data the trainings read. ``--train``: ms per step of ``train.py``'s own
+step with its defaults (Trainer, DataLoader, threads auto), after warm-up steps. Uses the rendered default
+dataset (rendered first if missing) unless ``--folder`` names a stem folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import subprocess
-import sys
+import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
-from conditioned_sep.data.sampling import SamplingConfig, StemBank, TrainingExamples
+from conditioned_sep.data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate
 from conditioned_sep.data.sources import DatasetSpec, prepare, split_tracks
-from conditioned_sep.models import PRESETS
-from conditioned_sep.training import TrainConfig, Trainer
+from conditioned_sep.data.stemcache import default_stem_cache_root
+from conditioned_sep.hardware import cpu_flags
+from conditioned_sep.models import from_preset
+from conditioned_sep.training import TrainConfig, Trainer, separation_loss
 
 WARMUP_STEPS = 2
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
 def comma_list(kind: type):
     return lambda text: [kind(part) for part in text.split(",") if part]
 
 
-def sampler_rate(spec: DatasetSpec, preset: str, batch_size: int) -> float:
-    """Examples per second of the sampler alone (main process), on the training split training reads."""
-    cfg = PRESETS[preset]
-    segment = (cfg["segment_frames"] - 1) * cfg["hop_length"]
-    examples = TrainingExamples(StemBank(split_tracks(spec, "train")), SamplingConfig(segment=segment), seed=0)
-    n = 10 * batch_size
+def matmul_peak(dtype: torch.dtype, *, n: int = 2048, repeats: int = 5) -> float:
+    """TFLOP/s of an ``n^3`` matrix product in ``dtype`` (median of ``repeats`` after two warm-ups)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def _batch(model, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    cfg = model.config
+    segment = (cfg.segment_frames - 1) * cfg.hop_length
+    gen = torch.Generator().manual_seed(seed)
+    mixture = 0.1 * torch.randn(batch_size, cfg.audio_channels, segment, generator=gen)
+    target = 0.05 * torch.randn(batch_size, cfg.audio_channels, segment, generator=gen)
+    z = torch.eye(len(cfg.stems))[torch.arange(batch_size) % len(cfg.stems)] if cfg.conditioned else None
+    return mixture, target, z
+
+
+def step_flop(arch: str, preset: str, batch_size: int) -> float:
+    """FLOP of one forward + backward of the eager fp32 network on a batch (Adam's few FLOP per weight aside)."""
+    model = from_preset(arch, preset).train()
+    mixture, target, z = _batch(model, batch_size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _ = separation_loss(model, mixture, target, z)
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def compute_step_ms(arch: str, preset: str, *, precision: str, compiled: bool, batch_size: int,
+                    steps: int) -> tuple[float, float]:
+    """(ms per optimizer step, seconds of the warm-up steps) of forward, backward and Adam on random audio."""
+    torch.manual_seed(0)
+    model = from_preset(arch, preset).train()
+    if compiled:
+        model.compile_network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    mixture, target, z = _batch(model, batch_size)
+
+    def step() -> None:
+        loss, _ = separation_loss(model, mixture, target, z, precision=precision)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     t0 = time.perf_counter()
-    examples.batch(range(n))
-    return n / (time.perf_counter() - t0)
+    for _ in range(WARMUP_STEPS):
+        step()
+    warmup = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times), warmup
 
 
-def training_rate(config: TrainConfig, steps: int) -> tuple[float, float]:
-    """(examples per second, ms per optimizer step) over ``steps`` steps after the warm-up ones."""
+def loader_rate(spec: DatasetSpec, arch: str, preset: str, *, batch_size: int, workers: int, batches: int) -> float:
+    """Examples per second the training loader delivers (as :class:`Trainer` builds it), after one batch."""
+    cfg = from_preset(arch, preset).config
+    bank = StemBank(split_tracks(spec, "train"), stems=cfg.stems, channels=cfg.audio_channels,
+                    cache_root=default_stem_cache_root(), progress=True)
+    examples = TrainingExamples(bank, SamplingConfig(segment=(cfg.segment_frames - 1) * cfg.hop_length), seed=0)
+    sampler = StepSampler(per_step=batch_size, start=0, stop=batches + 1)
+    loader = DataLoader(examples, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch_size / (time.perf_counter() - t0)
+
+
+def train_step_ms(config: TrainConfig, steps: int) -> float:
+    """ms per optimizer step of ``train.py``'s step (DataLoader included), after the warm-up steps."""
     trainer = Trainer(config)
     trainer.setup()
     batches = iter(trainer.loader)
@@ -62,48 +133,61 @@ def training_rate(config: TrainConfig, steps: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(next(batches))
-    seconds = time.perf_counter() - t0
-    return steps * config.batch_size * config.accumulate / seconds, 1000 * seconds / steps
+    return 1000 * (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per setting")
+    parser.add_argument("--arch", type=comma_list(str), default=["unet", "bandsplit"])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--precision", type=comma_list(str), default=["fp32", "bf16"])
+    parser.add_argument("--compile", type=comma_list(str), default=["off", "on"])
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=comma_list(int), default=[1, 2], help="torch threads to try (1,2)")
-    parser.add_argument("--workers", type=comma_list(int), default=[0, 1], help="loader workers to try (0,1)")
-    parser.add_argument("--load", type=comma_list(str), default=["quiet", "busy"],
-                        help="quiet, and/or busy (one competing busy process)")
-    parser.add_argument("--dedicated", metavar="STEM", default=None, help="a dedicated model instead")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (median)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--loader", action="store_true", help="also time the training loader alone")
+    parser.add_argument("--workers", type=comma_list(int), default=[0, 1], help="loader workers to try (--loader)")
+    parser.add_argument("--train", action="store_true", help="also time train.py's step with its defaults")
     parser.add_argument("--folder", type=Path, default=None, help="a stem folder instead of the default data")
     args = parser.parse_args()
-    if set(args.load) - {"quiet", "busy"}:
-        parser.error(f"--load takes quiet and/or busy, got {args.load}")
-    # the data the trainings below read: the rendered default, or the folder
-    spec = prepare(DatasetSpec("folder", args.folder) if args.folder is not None else DatasetSpec("default"))
-    dataset = dict(dataset=spec.kind, data_root=spec.root)
-    print(f"torch {torch.__version__}, preset {args.preset}, batch {args.batch_size}, data {spec.describe()}")
-    print(f"sampler alone: {sampler_rate(spec, args.preset, args.batch_size):.0f} examples/s")
-    print(f"{'load':6s} {'threads':>7s} {'workers':>7s} {'examples/s':>10s} {'ms/step':>8s}")
-    warnings.simplefilter("ignore", RuntimeWarning)  # inter-op threads can be set once per process only
-    with tempfile.TemporaryDirectory() as out:
-        for load in args.load:
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
-            try:
-                for threads in args.threads:
-                    for workers in args.workers:
-                        config = TrainConfig(out=Path(out), name=f"{load}-{threads}-{workers}", preset=args.preset,
-                                             target=args.dedicated, steps=WARMUP_STEPS + args.steps,
-                                             batch_size=args.batch_size, threads=threads, workers=workers,
-                                             device="cpu", progress=False, **dataset)
-                        rate, ms = training_rate(config, args.steps)
-                        print(f"{load:6s} {threads:7d} {workers:7d} {rate:10.0f} {ms:8.0f}", flush=True)
-            finally:
-                if busy is not None:
-                    busy.kill()
-                    busy.wait()
-    print(f"peak RSS {peak_rss_gb():.2f} GB")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", UserWarning)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    bf16_units = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"}) or ["none"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 units: {', '.join(bf16_units)}; "
+          f"2048^3 product peak: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s")
+    print(f"{'arch':9s} {'preset':6s} {'prec':5s} {'compile':7s} {'GFLOP/step':>10s} {'ms/step':>8s} "
+          f"{'ex/s':>6s} {'TFLOP/s':>8s} {'of peak':>8s} {'speed-up':>8s} {'warm-up s':>9s}")
+    for arch in args.arch:
+        flop = step_flop(arch, args.preset, args.batch_size)
+        base = None
+        for precision in args.precision:
+            for compiled in args.compile:
+                ms, warmup = compute_step_ms(arch, args.preset, precision=precision, compiled=compiled == "on",
+                                             batch_size=args.batch_size, steps=args.steps)
+                base = base if base is not None else ms
+                rate = flop / (ms / 1000) / 1e12
+                print(f"{arch:9s} {args.preset:6s} {precision:5s} {compiled:7s} {flop / 1e9:10.1f} {ms:8.0f} "
+                      f"{args.batch_size / (ms / 1000):6.1f} {rate:8.3f} {100 * rate / peaks[precision]:7.1f}% "
+                      f"{base / ms:7.2f}x {warmup:9.1f}", flush=True)
+    if args.loader or args.train:
+        spec = prepare(DatasetSpec("folder", args.folder) if args.folder is not None else DatasetSpec("default"))
+    if args.loader:
+        for arch in args.arch:
+            for workers in args.workers:
+                rate = loader_rate(spec, arch, args.preset, batch_size=args.batch_size, workers=workers, batches=10)
+                print(f"loader {arch} {args.preset}, {workers} worker(s): {rate:.0f} examples/s", flush=True)
+    if args.train:
+        with tempfile.TemporaryDirectory() as out:
+            for arch in args.arch:
+                config = TrainConfig(out=Path(out), name=arch, arch=arch, preset=args.preset,
+                                     steps=WARMUP_STEPS + args.steps, batch_size=args.batch_size, progress=False,
+                                     dataset=spec.kind, data_root=spec.root)
+                ms = train_step_ms(config, args.steps)
+                print(f"train.py step {arch} {args.preset} (defaults: precision {config.precision}, threads "
+                      f"{config.threads}, workers {config.workers}): {ms:.0f} ms, "
+                      f"{args.batch_size / (ms / 1000):.1f} examples/s", flush=True)
 
 
 if __name__ == "__main__":

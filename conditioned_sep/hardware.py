@@ -29,6 +29,10 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 """The device names every command takes."""
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``precision`` -> the dtype the network's forward is autocast to (None: no autocast)."""
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+"""What ``--precision`` takes: ``auto`` is :func:`choose_precision`'s choice."""
+COMPILE_CHOICES = ("auto", "on", "off")
+"""What ``--compile`` takes: ``auto`` is :func:`choose_compile`'s choice."""
 BF16_MATMUL_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of x86 bf16 matrix units: with neither, bf16 is emulated and slower than fp32."""
 
@@ -67,8 +71,8 @@ def resolve_device(name: str | torch.device, *, precision: str = "fp32") -> torc
         if resolved == "cuda" and distributed.world()[1] > 1:
             resolved = f"cuda:{distributed.local_rank()}"
     device = torch.device(resolved)
-    if precision not in PRECISIONS:
-        raise DeviceError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise DeviceError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError(f"precision fp16 needs a CUDA device (device {name!r} is {device}); use "
                           "--precision bf16 on CPU, or fp32")
@@ -102,6 +106,28 @@ def has_bf16_matmul(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(cpu_flags() & set(BF16_MATMUL_FLAGS))
+
+
+def choose_precision(precision: str, *, device: torch.device, bf16_pays: bool) -> str:
+    """``precision``, or for ``auto``: bf16 on a CUDA GPU that has it; on a CPU bf16 where it has bf16 matrix units
+    (:func:`has_bf16_matmul`) and the architecture is measured faster in bf16 there (``bf16_pays``: the model
+    class's :attr:`~conditioned_sep.models.SeparationModel.bf16_pays`); else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if bf16_pays and has_bf16_matmul(device) else "fp32"
+
+
+def choose_compile(compile: str, *, device: torch.device, compile_pays: bool) -> bool:
+    """Whether to ``torch.compile`` the network: ``on`` / ``off``, or for ``auto`` on a GPU, and on a CPU where
+    the architecture is measured faster compiled (``compile_pays``, the model class's
+    :attr:`~conditioned_sep.models.SeparationModel.compile_pays`)."""
+    if compile not in COMPILE_CHOICES:
+        raise DeviceError(f"compile must be one of {COMPILE_CHOICES}, got {compile!r}")
+    if compile != "auto":
+        return compile == "on"
+    return device.type == "cuda" or compile_pays
 
 
 def auto_threads(*, device: torch.device, workers: int) -> int | None:

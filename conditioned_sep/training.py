@@ -58,8 +58,8 @@ from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExampl
 from .data.stemcache import default_stem_cache_root
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
 from .fileio import atomic_write_text
-from .hardware import (PRECISIONS, DeviceError, apply_threads, auto_threads, autocast, device_problem,
-                       resolve_device)
+from .hardware import (COMPILE_CHOICES, PRECISION_CHOICES, DeviceError, apply_threads, auto_threads, autocast,
+                       choose_compile, choose_precision, device_problem, resolve_device)
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
@@ -143,9 +143,14 @@ class TrainConfig:
     tensorboard: bool = field(default=False, metadata={"help": "also log to <run>/tensorboard"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available, else cpu), cpu or cuda[:N]"})
-    precision: str = field(default="fp32", metadata={
+    precision: str = field(default="auto", metadata={
         "help": "the network's forward in fp32, or autocast to bf16 (CPU or GPU) or fp16 (CUDA only, with loss "
-                "scaling); STFT, ISTFT and the loss stay fp32", "choices": tuple(PRECISIONS)})
+                "scaling); STFT, ISTFT and the loss stay fp32; auto: bf16 on a GPU, and on a CPU with bf16 matrix "
+                "units where the architecture is measured faster in it, else fp32", "choices": PRECISION_CHOICES})
+    compile: str = field(default="auto", metadata={
+        "help": "torch.compile the network's training step (inductor: the first compile of a graph takes a minute "
+                "or more, then comes from the on-disk cache); auto: on a GPU, and on a CPU where the architecture "
+                "is measured faster compiled", "choices": COMPILE_CHOICES})
     threads: str | int = field(default="auto", metadata={
         "help": "torch threads of each process: a number, or auto (on the CPU, the cores minus the loader "
                 "workers, so a busy neighbour costs little; $OMP_NUM_THREADS when set)"})
@@ -210,8 +215,10 @@ class TrainConfig:
             out.append(f"lr_final must be in [0, 1] (a fraction of --lr), got {self.lr_final}")
         if not 0 <= self.ema_decay < 1:
             out.append(f"ema_decay must be in [0, 1) (0: no moving average; e.g. 0.999), got {self.ema_decay}")
-        if self.precision not in PRECISIONS:
-            out.append(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            out.append(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
+        if self.compile not in COMPILE_CHOICES:
+            out.append(f"compile must be one of {COMPILE_CHOICES}, got {self.compile!r}")
         elif self.precision == "fp16" and self.device == "cpu":
             out.append("precision fp16 needs a CUDA device (its loss scaling is CUDA's); use --precision bf16 on CPU")
         if device_problem(self.device):
@@ -528,6 +535,8 @@ class Trainer:
     device: torch.device
     model: SeparationModel
     net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    precision: str  # the network's precision (config.precision, "auto" resolved)
+    compiled: bool  # whether the training step runs compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loader: DataLoader
@@ -560,6 +569,8 @@ class Trainer:
             torch.cuda.set_device(self.device)  # nccl collectives run on the current device: this rank's
         self._check_run_folder()
         self.model = build_model(config)
+        self.precision = choose_precision(config.precision, device=self.device, bf16_pays=type(self.model).bf16_pays)
+        self.compiled = choose_compile(config.compile, device=self.device, compile_pays=type(self.model).compile_pays)
         data_desc, examples = self._load_data()
         # every check that can refuse the run has passed: only now may an old run be deleted
         if config.overwrite:
@@ -574,13 +585,15 @@ class Trainer:
         config = self.config
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if config.resume:
             self.resume()
         if config.ema_decay > 0 and self.rank == 0:  # only rank 0 validates and saves it
             self.ema = WeightAverage(self.model, decay=config.ema_decay)
             if config.resume:
                 self._resume_average()
+        if self.compiled:  # after the average's copy, which stays eager
+            self.model.compile_network()
         self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
         sampler = StepSampler(per_step=config.batch_size * config.accumulate, start=self.state.step,
                               stop=config.total_steps, rank=self.rank, world=self.world)
@@ -678,7 +691,7 @@ class Trainer:
                 target = micro["target"][m].to(self.device, non_blocking=True)
                 z = micro["z"][m].to(self.device, non_blocking=True) if self.model.is_conditioned else None
                 loss, _ = separation_loss(self.net, mixture, target, z, wave_weight=config.wave_loss,
-                                          precision=config.precision)
+                                          precision=self.precision)
                 self.scaler.scale(loss / config.accumulate).backward()
             total += float(loss.detach())
         if config.grad_clip:
@@ -711,7 +724,7 @@ class Trainer:
         return {"kind": "conditioned" if config.target is None else "dedicated", "target": config.target,
                 "run": config.run_name, "arch": config.arch, "preset": config.preset, "data": self.data_desc,
                 "seed": config.seed, "budget": config.budget_record(),
-                "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
+                "precision": self.precision, "compiled": self.compiled, "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
                 "examples": state.examples, "seconds": round(state.seconds, 1),
                 "best_valid_sdr": stopper.best if math.isfinite(stopper.best) else None,
                 "best_epoch": stopper.best_epoch, "stopped": state.stopped,

@@ -201,9 +201,9 @@ class BandSplit(nn.Module):
         self.projs = nn.ModuleList(GroupedLinear(groups=g, d_in=w * channels * 2, d_out=dim) for w, g in self.groups)
 
     def forward(self, spec: Tensor) -> Tensor:
-        """complex ``(b, c, f, t)`` -> ``(b, t, k, d)`` for k bands."""
+        """``(b, c, f, t, r)``: the spectrogram's real and imaginary parts -> ``(b, t, k, d)`` for k bands."""
         # b: batch, c: channels, f: freq, t: frames, r: real / imaginary, g: bands of a group, w: bins of a band
-        x = rearrange(torch.view_as_real(spec), "b c f t r -> b t f (c r)")
+        x = rearrange(spec, "b c f t r -> b t f (c r)")
         parts = x.split([w * g for w, g in self.groups], dim=2)
         out = [proj(norm(rearrange(part, "b t (g w) cr -> b t g (w cr)", g=g)))
                for (w, g), part, norm, proj in zip(self.groups, parts, self.norms, self.projs)]
@@ -224,14 +224,14 @@ class MaskEstimator(nn.Module):
                                  for w, g in self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(q, t, k, d)`` -> complex mask ``(q, c, f, t)``."""
+        """``(q, t, k, d)`` -> the mask's real and imaginary parts ``(q, c, f, t, r)``."""
         # q: conditions, t: frames, k: bands, g: bands of a group, w: bins of a band, c: channels, r: re / im
         feats = x.split([g for _, g in self.groups], dim=2)
         parts = []
         for (w, g), feat, norm, hidden, out in zip(self.groups, feats, self.norms, self.hidden, self.out):
             y = F.glu(out(torch.tanh(hidden(norm(feat)))), dim=-1)  # (q, t, g, w * c * r)
             parts.append(rearrange(y, "q t g (w c r) -> q c (g w) t r", c=self.channels, r=2))
-        return torch.view_as_complex(torch.cat(parts, dim=2).float().contiguous())
+        return torch.cat(parts, dim=2)
 
 
 def _film(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
@@ -276,13 +276,24 @@ class BandSplitRoFormer(SeparationModel):
 
     def forward(self, spec: Tensor, z: Tensor | None = None) -> Tensor:
         """Complex ``spec (b, c, f, t)``, ``z (q, n_stems)`` or None -> complex estimates ``(q, c, f, t)``."""
-        # q: conditions (batch), c: channels, f: freq, t: frames, k: bands, d: features
+        # q: conditions (batch), c: channels, f: freq, t: frames, r: real / imaginary
         cfg = self.config
         b, c, f, _ = spec.shape
         if c != cfg.audio_channels or f != cfg.n_fft // 2 + 1:
             raise ValueError(f"spec must be (batch, {cfg.audio_channels}, {cfg.n_fft // 2 + 1}, frames), "
                              f"got {tuple(spec.shape)}")
-        q = self.check_z(z, b)
+        self.check_z(z, b)
+        mask = self.masks(torch.view_as_real(spec), z)  # (q, c, f, t, r)
+        return torch.view_as_complex(mask.float().contiguous()) * spec
+
+    def compile_network(self) -> None:
+        self.masks = torch.compile(self.masks)  # type: ignore[method-assign]  # an instance attribute
+
+    def masks(self, spec: Tensor, z: Tensor | None = None) -> Tensor:
+        """The real-valued network: the mixture's real and imaginary parts ``(b, c, f, t, r)`` and ``z (q, n_stems)``
+        (None: dedicated) -> the complex mask's real and imaginary parts ``(q, c, f, t, r)``."""
+        # q: conditions (batch), c: channels, f: freq, t: frames, r: real / imaginary, k: bands, d: features
+        q = z.shape[0] if z is not None else spec.shape[0]
         film = self.conditioner(z) if self.conditioner is not None else []
         x = self.band_split(spec)  # (b, t, k, d)
         if self.film_blocks and x.shape[0] != q:
@@ -293,5 +304,4 @@ class BandSplitRoFormer(SeparationModel):
                 x = _film(x, *film[i])
         if self.film_once:
             x = _film(x.expand(q, -1, -1, -1) if x.shape[0] != q else x, *film[-1])
-        mask = self.mask_estimator(x)  # (q, c, f, t) complex
-        return mask * spec
+        return self.mask_estimator(x)  # (q, c, f, t, r)

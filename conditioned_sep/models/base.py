@@ -110,6 +110,12 @@ class SeparationModel(nn.Module, ABC):
     complex_mask: ClassVar[bool] = False
     """Whether the model sets the phase of its estimates (a complex mask): training then scores the complex
     spectrogram, not only its magnitude."""
+    bf16_pays: ClassVar[bool] = False
+    """Whether its training step is measured faster under bf16 autocast on a CPU with bf16 matrix units
+    (``benchmarks/bench_train.py``): ``--precision auto`` uses bf16 there only then."""
+    compile_pays: ClassVar[bool] = False
+    """Whether its training step is measured faster under ``torch.compile`` on a CPU: ``--compile auto`` compiles
+    there only then (always on a GPU)."""
 
     def __init__(self, config: SeparationConfig) -> None:
         super().__init__()
@@ -163,6 +169,11 @@ class SeparationModel(nn.Module, ABC):
             raise ValueError(f"z has batch {z.shape[0]} but the spectrogram has batch {batch} (use equal batches, "
                              "or a spectrogram of batch 1)")
         return z.shape[0]
+
+    @abstractmethod
+    def compile_network(self) -> None:
+        """``torch.compile`` the real-valued network in place (inductor generates no code for complex tensors, so
+        the STFT and the complex products around it stay eager); the weights and the state dict are unchanged."""
 
     @abstractmethod
     def forward(self, spec: Tensor, z: Tensor | None = None) -> Tensor:

@@ -274,6 +274,9 @@ class ConditionedUNet(SeparationModel):
         high = low[:, :, -max(1, cfg.n_bins // 8):].mean(2, keepdim=True)  # (q, c, 1, t)
         return low, high
 
+    def compile_network(self) -> None:
+        self.band_masks = torch.compile(self.band_masks)  # type: ignore[method-assign]  # an instance attribute
+
     def masks(self, mag: Tensor, z: Tensor | None = None) -> Tensor:
         """``mag (b, c, n_fft // 2 + 1, t)`` magnitude, ``z (q, n_stems)`` or None -> mask ``(q, c, f, t)`` in
         [0, 1] (q = b for a dedicated model).
