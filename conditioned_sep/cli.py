@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audio import OUTPUT_FORMATS
-from .data.sources import DatasetSpec
+from .data.sources import DATASET_KINDS, ROOTED_KINDS, DatasetSpec
 from .distributed import world
 from .evaluation import EvalConfig, evaluate
 from .film import FILM_KINDS, Z_INPUTS
@@ -106,16 +106,14 @@ def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _dataset(args: argparse.Namespace) -> DatasetSpec:
-    if args.musdb is not None:
-        return DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
-    if args.moisesdb is not None:
-        return DatasetSpec("moisesdb", Path(args.moisesdb) if args.moisesdb else None)
-    if args.folder is not None:
-        return DatasetSpec("folder", Path(args.folder))
+    for kind in ROOTED_KINDS:  # --folder PATH, --musdb [PATH], --moisesdb [PATH] ("" for the default root)
+        root = getattr(args, kind)
+        if root is not None:
+            return DatasetSpec(kind, Path(root) if root else None)
     return DatasetSpec(args.dataset, args.data_root)
 
 
-_GENERATED = ("default", "synthetic", "stempeg")
+_NAMED_KINDS = tuple(kind for kind in DATASET_KINDS if kind not in ROOTED_KINDS)
 """Dataset kinds chosen by name (--dataset); the others have their own option that takes their root."""
 
 
@@ -123,7 +121,7 @@ def _add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
     data = parser.add_argument_group(
         "data (default: the embedded default data: songs rendered from sampled instruments, generated once)")
     source = data.add_mutually_exclusive_group()
-    source.add_argument("--dataset", choices=_GENERATED, default="default",
+    source.add_argument("--dataset", choices=_NAMED_KINDS, default="default",
                         help=f"{what} the rendered default songs (default), the oscillator-made synthetic songs "
                              "(the first version's data), or stempeg's 6 s MUSDB18 excerpt (test split only)")
     source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,

@@ -65,7 +65,6 @@ from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
 from .stems import STEMS, UnknownStemError, check_vocabulary
 
-DATASETS = ("default", "folder", "musdb")
 DEFAULT_STEPS = {"tiny": 200, "small": 2000, "full": 100_000}
 """Step budget per model when neither ``steps`` nor ``epochs`` is given (small: a few minutes on 2 cores)."""
 PRESET_NAMES = tuple(dict.fromkeys(name for presets in PRESETS_BY_ARCH.values() for name in presets))
@@ -110,7 +109,7 @@ class TrainConfig:
                 "is then the rest of other; --dedicated all trains one model per stem)"})
     model_overrides: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
-    dataset: str = "default"
+    dataset: str = "default"  # a kind of conditioned_sep.data.sources.DATASET_KINDS
     data_root: Path | None = None
     budget: str = field(default="equal-compute", metadata={
         "help": "equal-steps: every model gets --steps (--epochs, --time-limit); equal-compute: the conditioned "
@@ -164,8 +163,7 @@ class TrainConfig:
         self.data_root = Path(self.data_root).expanduser() if self.data_root is not None else None
         if isinstance(self.threads, str) and self.threads.isdigit():
             self.threads = int(self.threads)  # from the command line
-        if self.dataset == "folder" and self.data_root is None:
-            raise DatasetError("dataset 'folder' needs a root: pass --folder PATH")
+        self.data_spec.check_trainable()  # also refuses an unknown kind or a folder without a root
         self.stems = check_vocabulary(self.stems)
         if self.target is not None and self.target not in self.stems:
             raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of "
@@ -192,8 +190,6 @@ class TrainConfig:
             out.append(f"budget must be one of {BUDGETS} (--budget), got {self.budget!r}")
         if not (isinstance(self.budget_scale, int) and self.budget_scale >= 1):
             out.append(f"budget_scale must be a whole number >= 1 (apply_budget sets it), got {self.budget_scale!r}")
-        if self.dataset not in DATASETS:
-            out.append(f"unknown dataset kind {self.dataset!r}; choose one of {DATASETS}")
         positive = {"steps": self.steps, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
                     "batch_size": self.batch_size, "accumulate": self.accumulate, "lr": self.lr,
                     "patience": self.patience, "checkpoint_every": self.checkpoint_every,
@@ -225,6 +221,11 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         return self.name or ("conditioned" if self.target is None else f"dedicated-{self.target}")
+
+    @property
+    def data_spec(self) -> DatasetSpec:
+        """Where the training data is (``dataset`` and ``data_root``)."""
+        return DatasetSpec(self.dataset, self.data_root)
 
     @property
     def run_dir(self) -> Path:
@@ -533,7 +534,7 @@ def _log_text(rows: list[dict[str, Any]]) -> str:
 def _dataset_tracks(config: TrainConfig, *, rank: int) -> tuple[list, list, str]:
     """(train tracks, validation tracks, description). Raises DatasetError before any training."""
     spec = distributed.rank0_first(
-        lambda: prepare(DatasetSpec(config.dataset, config.data_root), progress=config.progress))
+        lambda: prepare(config.data_spec, progress=config.progress))
     train, valid = split_tracks(spec, "train"), split_tracks(spec, "valid")
     if rank == 0 and not has_own_valid_split(spec):
         print(f"note: {spec.root} has no valid/ split; holding out {len(valid)} training track(s) for validation")

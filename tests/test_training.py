@@ -576,3 +576,38 @@ def test_auto_threads_leave_a_core_to_each_loader_worker(monkeypatch):
     assert auto_threads(device=torch.device("cuda"), workers=1) is None
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert auto_threads(device=torch.device("cpu"), workers=1) is None
+
+
+def _moisesdb_with_a_valid_track(root):
+    """The MoisesDB fixture plus a copy of a track under an id that :func:`split_of` puts in ``valid``."""
+    from conditioned_sep.data.moisesdb import split_of
+
+    fixture = REPO / "tests" / "fixtures" / "moisesdb" / "moisesdb_v0.1"
+    shutil.copytree(fixture, root)
+    valid_id = next(f"valid-{i}" for i in range(100) if split_of(f"valid-{i}") == "valid")
+    shutil.copytree(fixture / "0b5c1a2e-6f1d-4a53-9e3a-1c2f3d4e5f60", root / valid_id)
+    return root
+
+
+def test_every_dataset_kind_with_a_training_split_trains_from_the_command_line(
+        tmp_path, tiny_synthetic, hq_folder, musdb_stem_folder, monkeypatch, capsys):
+    from conditioned_sep.data import sources
+
+    # the generated kinds take minutes to make: their resolver returns the fixtures instead
+    monkeypatch.setattr(sources, "ensure_rendered_dataset", lambda root, *, progress: hq_folder)
+    monkeypatch.setattr(sources, "ensure_synthetic_dataset", lambda root, *, progress: tiny_synthetic)
+    six = "vocals,drums,bass,piano,guitar,other"
+    options = {"default": ["--dataset", "default"], "synthetic": ["--dataset", "synthetic"],
+               "folder": ["--folder", str(tiny_synthetic)], "musdb": ["--musdb", str(musdb_stem_folder)],
+               "moisesdb": ["--moisesdb", str(_moisesdb_with_a_valid_track(tmp_path / "moisesdb")), "--stems", six]}
+    common = ["--preset", "tiny", "--steps", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--valid-seconds",
+              "0.5", "--workers", "0", "--threads", "1", "--device", "cpu", "--no-progress", "--budget", "equal-steps"]
+    for kind, option in options.items():
+        assert main([*option, *common, "--out", str(tmp_path / kind)]) == 0, (kind, capsys.readouterr().err)
+        model, meta = load_checkpoint(tmp_path / kind / "conditioned" / "best.ckpt")
+        assert meta["training"]["data"].startswith(f"{kind}:"), kind
+    assert model.stems == tuple(six.split(","))  # MoisesDB with the six-stem vocabulary
+    assert main(["--dataset", "stempeg", *common, "--out", str(tmp_path / "stempeg")]) == 2
+    assert "dataset 'stempeg' is a test excerpt only" in capsys.readouterr().err
+    assert not (tmp_path / "stempeg").exists()
+    assert tuple(options) == sources.TRAINING_KINDS  # a new kind must be trained here too
