@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import types
 import typing
@@ -28,7 +29,8 @@ from .film import FILM_KINDS, Z_INPUTS
 from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
-from .training import TrainConfig, TrainingError, apply_budget, train_many
+from .training import (TrainConfig, TrainingError, TrainingInterrupted, apply_budget, existing_run_error,
+                       train_many)
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
@@ -372,8 +374,7 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
         if not any(c.resume or c.overwrite for c in configs):
             for c in configs:  # every run (of every seed) checked before the first one starts
                 if (c.run_dir / "last.ckpt").exists():
-                    raise TrainingError(f"{c.run_dir} already holds a run (last.ckpt); pass --resume to continue "
-                                        "it, --overwrite to start again, or another --out / --name")
+                    raise existing_run_error(c)
         if world()[0] == 0:
             for c in configs:
                 print(_budget_line(c), file=sys.stderr)
@@ -381,6 +382,13 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
     except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a summary, no traceback
+        print(f"{prog}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was being written
+        print(f"{prog}: stopped at once by a second Ctrl-C; --resume continues from the last checkpoint (last.ckpt)",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     if world()[0] == 0:
         for run_dir, path in results.items():
             print(f"{run_dir}: {path}")

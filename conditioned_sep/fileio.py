@@ -7,6 +7,7 @@ A crash or a kill in the middle of a write leaves the previous file or folder (o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -109,3 +110,68 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+LOCK_NAME = ".lock"
+"""The lock file :func:`folder_lock` holds inside a folder (it holds the process id of its holder)."""
+
+
+class FolderLockedError(ValueError):
+    """A folder that another live process is writing (see :func:`folder_lock`)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs: a second holder, in this
+    process or another, gets :class:`FolderLockedError` naming the folder and the process holding it.
+
+    The lock is ``flock`` on ``<folder>/.lock`` (POSIX), which the system releases when its process ends: a lock
+    file left by a killed process (its id no longer runs) does not block. The file is removed on release.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderLockedError(locked_message(folder, holder, what=what)) from None
+        try:  # the previous holder removes the file on release: lock the file that is there, not a removed one
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # while still locked: a waiter that opened it sees another inode and retries
+        os.close(fd)
+
+
+def locked_message(folder: str | os.PathLike, holder: str, *, what: str = "folder") -> str:
+    """What :class:`FolderLockedError` says: the folder, the process holding it, what to do."""
+    return f"{what} {folder} is in use by process {holder} (its {LOCK_NAME}); wait for it to finish or stop it"
+
+
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """The process id (as written) of the live process that holds ``folder``'s :func:`folder_lock`, else None.
+    Takes nothing: for messages about a folder that is not this process's to write."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)

@@ -37,11 +37,13 @@ import math
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,7 @@ from .data.folder import DatasetError
 from .data.musdb import StemTrack
 from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
-from .fileio import atomic_write_text
+from .fileio import FolderLockedError, atomic_write_text, folder_lock, lock_holder, locked_message
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
@@ -82,6 +84,20 @@ dominated by the initial weights (TensorFlow's ``ExponentialMovingAverage`` with
 class TrainingError(ValueError):
     """A training run that cannot start or go on: bad settings or output folder, nothing to resume, a mismatching
     resume, divergence, a failed write."""
+
+
+class TrainingInterrupted(Exception):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM: in the loop, after the step under way and a ``last.ckpt`` of
+    it; before the loop, at once. The message is the one-line summary; ``exit_code`` is the shell's (128 +
+    signal)."""
+
+    def __init__(self, signum: int, *, step: int, total: int, last: Path, saved_step: int | None) -> None:
+        self.signum, self.step, self.saved_step = signum, step, saved_step
+        self.exit_code = 128 + signum
+        where = f"at step {step} of {total}" if step else "before the first training step"
+        kept = (f"{last} holds step {saved_step}: run the same command with --resume to continue"
+                if saved_step is not None else "nothing was saved: run the same command to start again")
+        super().__init__(f"interrupted by {signal.Signals(signum).name} {where}; {kept}")
 
 
 @dataclass
@@ -491,8 +507,10 @@ def apply_threads(threads: str | int | None, *, warn: bool = True) -> None:
 
 
 def _worker_init(worker_id: int) -> None:
-    """DataLoader workers draw examples with numpy: torch threads of their own would compete with training's."""
+    """DataLoader workers draw examples with numpy: torch threads of their own would compete with training's. A
+    Ctrl-C reaches the whole process group: the workers leave it to the training process, which stops them."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _first_non_finite(module: nn.Module) -> str | None:
@@ -520,6 +538,20 @@ def _clear_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     if (run_dir / "tensorboard").is_dir():
         shutil.rmtree(run_dir / "tensorboard")
+
+
+_RUN_FOLDER = "run folder"
+_IN_USE_WAY_OUT = " (two runs must not write one folder), or train into another --out / --name"
+
+
+def existing_run_error(config: TrainConfig, *, probe_lock: bool = True) -> TrainingError:
+    """Why a new run (no ``resume``, no ``overwrite``) may not start in a folder that holds ``last.ckpt``: another
+    process is writing it (``probe_lock``: asked of the folder's lock), or it holds a finished or stopped run."""
+    holder = lock_holder(config.run_dir) if probe_lock else None
+    if holder is not None:
+        return TrainingError(locked_message(config.run_dir, holder, what=_RUN_FOLDER) + _IN_USE_WAY_OUT)
+    return TrainingError(f"{config.run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
+                         "--overwrite to start again, or another --out / --name")
 
 
 def _log_text(rows: list[dict[str, Any]]) -> str:
@@ -588,6 +620,8 @@ class Trainer:
         self.bar: tqdm | None = None
         self.writer: Any = None
         self.ema: WeightAverage | None = None
+        self.in_loop = False  # a signal in the loop waits for the step under way; before it, it stops at once
+        self.stop_signal: int | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------------
 
@@ -634,14 +668,43 @@ class Trainer:
         # on every rank, before any collective: one rank refusing alone would leave the others in a barrier
         config = self.config
         _check_writable(config.run_dir)
+        distributed.on_rank0(self._lock_run_folder)  # first: another run may be writing last.ckpt right now
         if not config.resume and self.last_path.exists() and not config.overwrite:
-            raise TrainingError(f"{config.run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
-                                "--overwrite to start again, or another --out / --name")
+            raise existing_run_error(config, probe_lock=False)  # rank 0 holds it; another rank would find it held
         if config.resume and not self.last_path.exists():
             raise TrainingError(f"nothing to resume: {self.last_path} does not exist; drop --resume to start a new "
                                 "run")
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
+
+    def _lock_run_folder(self) -> None:
+        try:
+            self.held.enter_context(folder_lock(self.config.run_dir, what=_RUN_FOLDER))
+        except FolderLockedError as err:
+            raise TrainingError(f"{err}{_IN_USE_WAY_OUT}") from None
+
+    def _catch_signals(self) -> None:
+        """SIGINT and SIGTERM call :meth:`_on_signal` until the run ends (only the main thread may set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for signum, handler in previous.items():  # None: a handler set outside Python, taken as the default
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+        self.restore_signals = restore
+        self.held.callback(restore)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum
+        self.restore_signals()  # a second Ctrl-C stops at once
+        if not self.in_loop:  # setup (data rendering, loading) has no step to finish
+            raise self._interrupted(signum)
+
+    def _interrupted(self, signum: int) -> TrainingInterrupted:
+        return TrainingInterrupted(signum, step=self.state.step, total=self.config.total_steps, last=self.last_path,
+                                   saved_step=self.saved_step)
 
     def _load_data(self) -> tuple[str, TrainingExamples]:
         """Tracks, stem bank, examples and (rank 0) validation excerpts; raises DatasetError for unusable data."""
@@ -824,11 +887,17 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------------------------
 
     def fit(self) -> Path:
-        """Set up, train to the budget (or early stop / time limit), return the best checkpoint's path."""
+        """Set up, train to the budget (or early stop / time limit), return the best checkpoint's path.
+
+        SIGINT and SIGTERM (when called from the main thread) stop the run cleanly: during setup at once, in the
+        loop after the step under way, with a ``last.ckpt`` of it; either way :class:`TrainingInterrupted` is
+        raised. A second signal acts at once (the caller's handlers are back by then)."""
         threads = torch.get_num_threads()
         try:
-            self.setup()
-            return self._loop()
+            with ExitStack() as self.held:  # the run folder's lock and the signal handlers, released whatever happens
+                self._catch_signals()
+                self.setup()
+                return self._loop()
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -842,12 +911,14 @@ class Trainer:
         self.t_start = time.perf_counter() - state.seconds
         window_t, window_ex = time.perf_counter(), 0
         batches = self.loader if state.step < total and not state.stopped else []  # a finished run starts no worker
+        self.in_loop = True
         for batch in batches:
             loss = self.train_step(batch)
             timed_out = config.time_limit is not None and time.perf_counter() - self.t_start > config.time_limit
-            # one collective per step: the mean loss over the ranks, and whether any rank ran out of time
-            loss_sum, n_timed_out = distributed.all_reduce_sum([loss, float(timed_out)])
-            loss, timed_out = loss_sum / self.world, n_timed_out > 0
+            # one collective per step: the mean loss over the ranks, whether any rank ran out of time or was signalled
+            loss_sum, n_timed_out, n_signalled = distributed.all_reduce_sum(
+                [loss, float(timed_out), float(self.stop_signal is not None)])
+            loss, timed_out, signalled = loss_sum / self.world, n_timed_out > 0, n_signalled > 0
             if not math.isfinite(loss):
                 raise self._diverged(f"the training loss is {loss}")
             state.run_loss, state.run_n = state.run_loss + loss, state.run_n + 1
@@ -865,12 +936,17 @@ class Trainer:
             if epoch_end or timed_out:
                 state.epoch += int(epoch_end)
                 self.end_epoch(timed_out=timed_out)
-            if epoch_end or state.step % config.checkpoint_every == 0 or state.stopped or state.step >= total:
+            if epoch_end or state.step % config.checkpoint_every == 0 or state.stopped or state.step >= total or \
+                    signalled:
                 distributed.on_rank0(self.save_last)
+            if signalled:
+                raise self._interrupted(self.stop_signal or signal.SIGTERM)  # on other ranks: their peer's signal
             if state.stopped:
                 break
         distributed.on_rank0(self._ensure_best)
         distributed.barrier()
+        if self.stop_signal is not None:  # came with the last step: the run is whole, but the caller was asked to stop
+            raise self._interrupted(self.stop_signal)
         return self.best_path
 
     def _ensure_best(self) -> None:

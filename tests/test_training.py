@@ -611,3 +611,71 @@ def test_every_dataset_kind_with_a_training_split_trains_from_the_command_line(
     assert "dataset 'stempeg' is a test excerpt only" in capsys.readouterr().err
     assert not (tmp_path / "stempeg").exists()
     assert tuple(options) == sources.TRAINING_KINDS  # a new kind must be trained here too
+
+
+def test_a_run_folder_is_locked_while_a_run_writes_it_and_a_stale_lock_does_not_block(tmp_path, tiny_synthetic):
+    from conditioned_sep.fileio import LOCK_NAME, folder_lock
+
+    config = _config(tmp_path, tiny_synthetic, steps=2, steps_per_epoch=2)
+    with folder_lock(config.run_dir):  # another run writing the folder (here: this process)
+        with pytest.raises(TrainingError, match=f"run folder {config.run_dir} is in use by process {os.getpid()}.*"
+                                                 "another --out / --name"):
+            train(config)
+    assert sorted(p.name for p in config.run_dir.iterdir()) == []  # the refused run wrote nothing
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (config.run_dir / LOCK_NAME).write_text(f"{dead.pid}\n")  # what a killed run leaves
+    assert train(config).is_file()
+    assert not (config.run_dir / LOCK_NAME).exists()  # released with the run
+
+
+def _summary_step(stderr, signame):
+    """The step of ``train.py``'s one-line summary after a signal (and that it is the only thing said)."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(f"train.py: interrupted by {signame} at step ") and "--resume to continue" in line, line
+    return int(line.split(" at step ")[1].split()[0])
+
+
+def test_sigint_and_sigterm_save_the_step_reached_and_a_second_run_is_refused_meanwhile(tmp_path, tiny_synthetic):
+    out = tmp_path / "run"
+    cmd = _train_cmd(tiny_synthetic, out, "--steps", "2000", "--steps-per-epoch", "1000", "--valid-seconds", "1",
+                     "--workers", "1")
+    run, last = out / "conditioned", out / "conditioned" / "last.ckpt"
+
+    def started(proc, *, past=0):  # a periodic checkpoint beyond ``past``: the loop is running
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and load_checkpoint(last)[1]["extra"]["state"]["step"] > past:
+                return
+            time.sleep(0.05)
+        raise AssertionError(proc.communicate()[1][-3000:])
+
+    # a new session, as a terminal's: Ctrl-C reaches the loader worker too
+    first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+        started(first)
+        os.killpg(first.pid, signal.SIGINT)
+        stderr = first.communicate(timeout=120)[1]
+    finally:
+        first.kill()
+    assert first.returncode == 130
+    step = _summary_step(stderr, "SIGINT")
+    assert load_checkpoint(last)[1]["extra"]["state"]["step"] == step >= 1
+    assert not (run / ".lock").exists()
+    resumed = subprocess.Popen([*cmd, "--resume"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        started(resumed, past=step)
+        resumed.send_signal(signal.SIGTERM)
+        stderr = resumed.communicate(timeout=120)[1]
+    finally:
+        resumed.kill()
+    assert resumed.returncode == 143
+    assert load_checkpoint(last)[1]["extra"]["state"]["step"] == _summary_step(stderr, "SIGTERM") > step
