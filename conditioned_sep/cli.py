@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import signal
 import sys
 import types
@@ -328,6 +329,8 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
         raise TrainingError("--name names one run; it cannot be used when training several models")
     if args.seeds < 1:
         raise TrainingError(f"--seeds must be a positive number of seeds, got {args.seeds}")
+    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        raise TrainingError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
     targets: list[str | None]
     if args.all:
         targets = [None, *stems]

@@ -65,7 +65,7 @@ from .fileio import FolderLockedError, atomic_write_text, folder_lock, lock_hold
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
-from .stems import STEMS, UnknownStemError, check_vocabulary
+from .stems import OTHER_PARTS, STEMS, UnknownStemError, check_vocabulary
 
 DEFAULT_STEPS = {"tiny": 200, "small": 2000, "full": 100_000}
 """Step budget per model when neither ``steps`` nor ``epochs`` is given (small: a few minutes on 2 cores)."""
@@ -232,6 +232,15 @@ class TrainConfig:
             out.append(f"threads must be auto or a positive number (--threads), got {self.threads!r}")
         if self.resume and self.overwrite:
             out.append("--resume continues a run and --overwrite deletes it: pass one of them")
+        parts = [s for s in self.stems if s in OTHER_PARTS]
+        if parts and "other" not in self.stems:
+            # the mixture is the sum of the vocabulary's stems: without the remainder it would not be a song's
+            out.append(f"stems {','.join(self.stems)} list parts of other ({', '.join(parts)}) but not 'other': "
+                       f"add 'other' as the remainder (--stems {','.join(self.stems)},other), or the stems no "
+                       "longer sum to the mixture")
+        if self.name and (self.name in (".", "..") or Path(self.name).name != self.name or "\\" in self.name):
+            out.append(f"name must be a plain folder name, without / or .. (--name), got {self.name!r}: the run goes "
+                       "to <out>/<name>; pass --out for another folder")
         return out
 
     @property

@@ -199,6 +199,12 @@ def test_overwrite_deletes_nothing_until_every_check_passed(tmp_path, tiny_synth
     (dict(arch="transformer"), "unknown arch 'transformer'; choose one of"),
     (dict(arch="bandsplit", model_overrides={"film": "simple"}), r"\['film'\] are not fields of the bandsplit"),
     (dict(budget_scale=0), "budget_scale must be a whole number >= 1"),
+    (dict(stems=("vocals", "drums", "bass", "piano", "guitar")),
+     r"list parts of other \(piano, guitar\) but not 'other': add 'other' as the remainder \(--stems "
+     r"vocals,drums,bass,piano,guitar,other\)"),
+    (dict(name="../../escaped"), r"name must be a plain folder name, without / or .. \(--name\), got '../../escaped'"),
+    (dict(name="a/b"), "name must be a plain folder name"),
+    (dict(name=".."), "name must be a plain folder name"),
 ])
 def test_bad_settings_are_refused_with_the_option_to_fix(settings, message):
     with pytest.raises(TrainingError, match=message):
@@ -679,3 +685,14 @@ def test_sigint_and_sigterm_save_the_step_reached_and_a_second_run_is_refused_me
         resumed.kill()
     assert resumed.returncode == 143
     assert load_checkpoint(last)[1]["extra"]["state"]["step"] == _summary_step(stderr, "SIGTERM") > step
+
+
+def test_command_line_speaks_in_its_own_units_and_keeps_runs_inside_out(tmp_path, tiny_synthetic, capsys):
+    args = ["--folder", str(tiny_synthetic), "--preset", "tiny", "--out", str(tmp_path / "runs")]
+    assert main([*args, "--time-limit", "-1"]) == 2
+    assert "--time-limit must be a positive number of minutes, got -1" in capsys.readouterr().err
+    assert main([*args, "--time-limit", "nan"]) == 2
+    assert "minutes, got nan" in capsys.readouterr().err
+    assert main([*args, "--name", "../../escaped"]) == 2
+    assert "name must be a plain folder name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or outside it
