@@ -563,6 +563,28 @@ def existing_run_error(config: TrainConfig, *, probe_lock: bool = True) -> Train
                          "--overwrite to start again, or another --out / --name")
 
 
+RESUME_MAY_CHANGE = ("out", "name", "resume", "overwrite", "tensorboard", "progress", "device", "precision",
+                     "threads", "workers", "time_limit", "checkpoint_every", "patience")
+"""Settings a resumed run may change: where and how it runs, not what it computes. Any other change is refused
+(:meth:`Trainer._check_resumed_settings`)."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` comparable across a checkpoint: tuples as lists, paths resolved to strings."""
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a TrainConfig field (``data_root`` is the data folder)."""
+    return {"dataset": "--dataset", "data_root": "data folder"}.get(name, "--" + name.replace("_", "-"))
+
+
 def _log_text(rows: list[dict[str, Any]]) -> str:
     fields = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -629,6 +651,7 @@ class Trainer:
         self.bar: tqdm | None = None
         self.writer: Any = None
         self.ema: WeightAverage | None = None
+        self.resumed: tuple[SeparationModel, dict[str, Any]] | None = None  # (model, meta) of last.ckpt (resume)
         self.in_loop = False  # a signal in the loop waits for the step under way; before it, it stops at once
         self.stop_signal: int | None = None
 
@@ -683,6 +706,9 @@ class Trainer:
         if config.resume and not self.last_path.exists():
             raise TrainingError(f"nothing to resume: {self.last_path} does not exist; drop --resume to start a new "
                                 "run")
+        if config.resume:  # read once, here, so that changed settings are refused before the data is loaded
+            self.resumed = load_checkpoint(self.last_path, map_location=self.device, weights="raw")
+            self._check_resumed_settings(self.resumed[1])
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
 
@@ -737,9 +763,37 @@ class Trainer:
         self.excerpts = distributed.on_rank0(load_excerpts) or []  # only rank 0 validates
         return data_desc, examples
 
+    def _check_resumed_settings(self, meta: dict[str, Any]) -> None:
+        """Refuse a resume whose settings differ from the saved run's (but those of :data:`RESUME_MAY_CHANGE`).
+        A new step budget is taken, and said, while the run is within its warm-up: the learning rate of every step
+        taken is then the one the new budget gives, so the run is the one an uninterrupted run would be."""
+        saved = meta.get("training", {}).get("config")
+        if saved is None:  # written before runs recorded their settings
+            return
+        step = int(meta["extra"]["state"]["step"])
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - set(RESUME_MAY_CHANGE)
+        try:
+            old = dataclasses.replace(self.config, **{k: v for k, v in saved.items() if k in names})
+        except (TypeError, ValueError):  # settings of another version: the model config check below still holds
+            return
+        changed = {k: (getattr(old, k), getattr(self.config, k)) for k in sorted(names)
+                   if _plain(getattr(old, k)) != _plain(getattr(self.config, k))}
+        budget = {k: changed.pop(k) for k in ("steps", "epochs") if k in changed}
+        if budget and old.total_steps != self.config.total_steps and step > self.config.warmup_steps:
+            changed.update(budget)  # past the warm-up the cosine schedule depends on the budget: the lr would jump
+        elif budget and old.total_steps != self.config.total_steps and self.rank == 0:
+            print(f"note: resuming {self.config.run_dir} at step {step} with a new budget ("
+                  + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in budget.items())
+                  + f"): within the warm-up ({self.config.warmup_steps} steps) the run is the one that budget gives")
+        if changed:
+            listed = ", ".join(f"{_flag(k)} {a} -> {b}" for k, (a, b) in changed.items())
+            raise TrainingError(f"{self.last_path} was trained with other settings than this --resume: {listed}; "
+                                "drop those options to continue with the saved settings, or start a new run with "
+                                "them (--overwrite, or another --out / --name)")
+
     def resume(self) -> None:
         """Weights, optimizer, loss scale, step, log and early stopping from ``last.ckpt``."""
-        saved, meta = load_checkpoint(self.last_path, map_location=self.device, weights="raw")
+        (saved, meta), self.resumed = self.resumed, None
         if saved.config.to_dict() != self.model.config.to_dict():
             raise TrainingError(f"{self.last_path} was trained with another model config (preset / target / "
                                 "overrides); resume with the same arguments, or start a new run with another --out")

@@ -696,3 +696,26 @@ def test_command_line_speaks_in_its_own_units_and_keeps_runs_inside_out(tmp_path
     assert main([*args, "--name", "../../escaped"]) == 2
     assert "name must be a plain folder name" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or outside it
+
+
+def test_resume_refuses_changed_settings_and_takes_what_may_change(tmp_path, tiny_synthetic, hq_folder, capsys):
+    same = dict(steps=10, steps_per_epoch=5, warmup_steps=2)
+    run = train(_config(tmp_path, tiny_synthetic, **same)).parent
+    before = _files(run)
+    for changed, listed in [(dict(lr=1e-2), "--lr 0.001 -> 0.01"),
+                            (dict(steps=40), "--steps 10 -> 40"),  # past the warm-up: the lr schedule would jump
+                            (dict(data_root=hq_folder, seed=3), f"data folder {tiny_synthetic} -> {hq_folder}, "
+                                                                "--seed 0 -> 3")]:
+        with pytest.raises(TrainingError, match=f"was trained with other settings than this --resume: {listed}; "
+                                                 "drop those options .*--overwrite"):
+            train(_config(tmp_path, tiny_synthetic, **{**same, "resume": True, **changed}))
+        assert _files(run) == before
+    # where and how it runs may change: threads, workers, time limit, checkpoints, patience
+    train(_config(tmp_path, tiny_synthetic, **same, resume=True, threads=1, workers=1, time_limit=600.0,
+                  checkpoint_every=7, patience=3))
+    # within the warm-up a new budget is the run that budget gives: taken, and said
+    early = train(_config(tmp_path, tiny_synthetic, name="early", steps=2, steps_per_epoch=2, warmup_steps=50)).parent
+    capsys.readouterr()
+    train(_config(tmp_path, tiny_synthetic, name="early", steps=4, steps_per_epoch=2, warmup_steps=50, resume=True))
+    assert "with a new budget (steps 2 -> 4)" in capsys.readouterr().out
+    assert [int(r["step"]) for r in _log(early)] == [2, 4]
