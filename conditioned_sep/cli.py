@@ -254,7 +254,7 @@ def run_evaluate(args: argparse.Namespace, prog: str) -> int:
     try:
         config = evaluate_config(args)
         result = evaluate(config)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: e.g. a results file that cannot be read or written
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(result.markdown)

@@ -175,3 +175,13 @@ def lock_holder(folder: str | os.PathLike) -> str | None:
         return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
     finally:
         os.close(fd)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if missing and write (then remove) a hidden file in it, so that a run that will write
+    there fails before its work, not after. Raises the :class:`OSError` (callers add their way out)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+

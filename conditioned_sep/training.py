@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import warnings
@@ -61,7 +60,8 @@ from .data.folder import DatasetError
 from .data.musdb import StemTrack
 from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
-from .fileio import FolderLockedError, atomic_write_text, folder_lock, lock_holder, locked_message
+from .fileio import (FolderLockedError, atomic_write_text, check_writable, folder_lock, lock_holder,
+                     locked_message)
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
@@ -532,9 +532,7 @@ def _first_non_finite(module: nn.Module) -> str | None:
 
 def _check_writable(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        check_writable(folder)
     except OSError as err:
         raise TrainingError(f"cannot write to the output folder {folder} ({err.strerror or err}); "
                             "pass --out DIR with a folder you can write to") from err
