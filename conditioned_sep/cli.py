@@ -388,9 +388,9 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
     except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a summary, no traceback
         print(f"{prog}: {stop}", file=sys.stderr)
         return stop.exit_code
-    except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was being written
-        print(f"{prog}: stopped at once by a second Ctrl-C; --resume continues from the last checkpoint (last.ckpt)",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one between two models
+        print(f"{prog}: stopped at once by Ctrl-C; --resume continues from the last checkpoint (last.ckpt) of a run "
+              "that wrote one", file=sys.stderr)
         return 128 + signal.SIGINT
     if world()[0] == 0:
         for run_dir, path in results.items():

@@ -86,10 +86,10 @@ class TrainingError(ValueError):
     resume, divergence, a failed write."""
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped by SIGINT (Ctrl-C) or SIGTERM: in the loop, after the step under way and a ``last.ckpt`` of
     it; before the loop, at once. The message is the one-line summary; ``exit_code`` is the shell's (128 +
-    signal)."""
+    signal). A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
 
     def __init__(self, signum: int, *, step: int, total: int, last: Path, saved_step: int | None) -> None:
         self.signum, self.step, self.saved_step = signum, step, saved_step
@@ -580,7 +580,7 @@ def _plain(value: Any) -> Any:
 
 def _flag(name: str) -> str:
     """The command-line option of a TrainConfig field (``data_root`` is the data folder)."""
-    return {"dataset": "--dataset", "data_root": "data folder"}.get(name, "--" + name.replace("_", "-"))
+    return "data folder" if name == "data_root" else "--" + name.replace("_", "-")
 
 
 def _log_text(rows: list[dict[str, Any]]) -> str:
