@@ -563,7 +563,11 @@ def existing_run_error(config: TrainConfig, *, probe_lock: bool = True) -> Train
 
 RESUME_MAY_CHANGE = ("out", "name", "resume", "overwrite", "tensorboard", "progress", "device", "precision",
                      "threads", "workers", "time_limit", "checkpoint_every", "patience")
-"""Settings a resumed run may change: where and how it runs, not what it computes. Any other change is refused
+"""Settings a resumed run may change silently: where and how it runs, not what it computes."""
+RESUME_APPLIES = ("steps", "epochs", "lr", "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss",
+                  "ema_decay")
+"""Settings a resumed run applies from its step on, and says so (e.g. a lower ``--lr`` after a divergence, more
+``--steps``). Any other change (model, data, seed, batch, sampling, validation) is refused
 (:meth:`Trainer._check_resumed_settings`)."""
 
 
@@ -578,9 +582,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _flag(name: str) -> str:
-    """The command-line option of a TrainConfig field (``data_root`` is the data folder)."""
-    return "data folder" if name == "data_root" else "--" + name.replace("_", "-")
+def _changes(changed: dict[str, tuple[Any, Any]]) -> str:
+    """``--lr 0.001 -> 0.01, data folder a -> b``: TrainConfig fields by their command-line names."""
+    return ", ".join(f"{'data folder' if k == 'data_root' else '--' + k.replace('_', '-')} {a} -> {b}"
+                     for k, (a, b) in changed.items())
 
 
 def _log_text(rows: list[dict[str, Any]]) -> str:
@@ -762,32 +767,28 @@ class Trainer:
         return data_desc, examples
 
     def _check_resumed_settings(self, meta: dict[str, Any]) -> None:
-        """Refuse a resume whose settings differ from the saved run's (but those of :data:`RESUME_MAY_CHANGE`).
-        A new step budget is taken, and said, while the run is within its warm-up: the learning rate of every step
-        taken is then the one the new budget gives, so the run is the one an uninterrupted run would be."""
+        """Compare this resume's settings with the saved run's: those of :data:`RESUME_MAY_CHANGE` may change
+        silently, those of :data:`RESUME_APPLIES` are applied from the resumed step and said (with the learning
+        rate's jump), any other change is refused, each listed old -> new."""
         saved = meta.get("training", {}).get("config")
         if saved is None:  # written before runs recorded their settings
             return
-        step = int(meta["extra"]["state"]["step"])
         names = {f.name for f in dataclasses.fields(TrainConfig)} - set(RESUME_MAY_CHANGE)
         try:
             old = dataclasses.replace(self.config, **{k: v for k, v in saved.items() if k in names})
-        except (TypeError, ValueError):  # settings of another version: the model config check below still holds
+        except (TypeError, ValueError):  # settings of another version: the model config check in resume() holds
             return
         changed = {k: (getattr(old, k), getattr(self.config, k)) for k in sorted(names)
                    if _plain(getattr(old, k)) != _plain(getattr(self.config, k))}
-        budget = {k: changed.pop(k) for k in ("steps", "epochs") if k in changed}
-        if budget and old.total_steps != self.config.total_steps and step > self.config.warmup_steps:
-            changed.update(budget)  # past the warm-up the cosine schedule depends on the budget: the lr would jump
-        elif budget and old.total_steps != self.config.total_steps and self.rank == 0:
-            print(f"note: resuming {self.config.run_dir} at step {step} with a new budget ("
-                  + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in budget.items())
-                  + f"): within the warm-up ({self.config.warmup_steps} steps) the run is the one that budget gives")
-        if changed:
-            listed = ", ".join(f"{_flag(k)} {a} -> {b}" for k, (a, b) in changed.items())
-            raise TrainingError(f"{self.last_path} was trained with other settings than this --resume: {listed}; "
-                                "drop those options to continue with the saved settings, or start a new run with "
-                                "them (--overwrite, or another --out / --name)")
+        refused = {k: v for k, v in changed.items() if k not in RESUME_APPLIES}
+        if refused:
+            raise TrainingError(f"{self.last_path} was trained with other settings than this --resume: "
+                                f"{_changes(refused)}; drop those options to continue with the saved settings, or "
+                                "start a new run with them (--overwrite, or another --out / --name)")
+        if changed and self.rank == 0:
+            step = int(meta["extra"]["state"]["step"])
+            print(f"note: resuming {self.config.run_dir} at step {step} with {_changes(changed)}, applied from this "
+                  f"step (learning rate {lr_at(step, old):.3g} -> {lr_at(step, self.config):.3g})")
 
     def resume(self) -> None:
         """Weights, optimizer, loss scale, step, log and early stopping from ``last.ckpt``."""
