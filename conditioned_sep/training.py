@@ -655,6 +655,7 @@ class Trainer:
         self.writer: Any = None
         self.ema: WeightAverage | None = None
         self.resumed: tuple[SeparationModel, dict[str, Any]] | None = None  # (model, meta) of last.ckpt (resume)
+        self.held = ExitStack()  # the run folder's lock and the signal handlers, released when fit() ends
         self.in_loop = False  # a signal in the loop waits for the step under way; before it, it stops at once
         self.stop_signal: int | None = None
 
@@ -956,7 +957,7 @@ class Trainer:
         raised. A second signal acts at once (the caller's handlers are back by then)."""
         threads = torch.get_num_threads()
         try:
-            with ExitStack() as self.held:  # the run folder's lock and the signal handlers, released whatever happens
+            with self.held:  # the run folder's lock and the signal handlers, released whatever happens
                 self._catch_signals()
                 self.setup()
                 return self._loop()
