@@ -2,6 +2,7 @@
 into "temporary sibling folder, then rename" (a folder published whole).
 
 A crash or a kill in the middle of a write leaves the previous file or folder (or none) in place, never half of one.
+A folder one process writes for a long time (a training run) is locked with :func:`folder_lock`.
 """
 
 from __future__ import annotations

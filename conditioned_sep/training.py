@@ -12,7 +12,10 @@ and at every epoch end. Optional: gradient accumulation, mixed precision
 SDR then selects ``best.ckpt`` and which is saved beside the raw weights.
 
 Nothing is lost: ``resume=True`` continues from ``last.ckpt`` (weights, EMA, optimizer, step, early stopping),
-so a kill at any moment loses at most the steps since the last checkpoint. Every check that can refuse a run
+so a kill at any moment loses at most the steps since the last checkpoint; SIGINT and SIGTERM lose none (the step
+under way ends, ``last.ckpt`` is written, :class:`TrainingInterrupted` says where). A resume that changes what the
+run computes is refused (:data:`RESUME_APPLIES` are applied and said). A run holds its folder's lock
+(:func:`~conditioned_sep.fileio.folder_lock`): a second run into it is refused. Every check that can refuse a run
 (settings, dataset, stems, output folder) comes before ``overwrite=True`` deletes the old run. A diverged run
 (non-finite weights or loss) and a failed write (disk full) stop with a :class:`TrainingError` that keeps the
 last good checkpoint and says what to do.
