@@ -572,9 +572,10 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
         raise EvaluationError(f"jobs must be >= 1, got {config.jobs}")
     out = Path(config.out)
     for folder, option in ((out, "--out"), (config.estimates, "--estimates")):
+        if folder is None:
+            continue
         try:
-            if folder is not None:
-                check_writable(folder)
+            check_writable(folder)  # before any model runs, not at the first result
         except OSError as err:
             raise EvaluationError(f"cannot write to the folder {folder} ({err.strerror or err}); pass {option} DIR "
                                   "with a folder you can write to") from err
@@ -590,6 +591,7 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
 
 
 def _evaluate(config: EvalConfig, out: Path) -> EvaluationResult:
+    """:func:`evaluate` once its settings and folders are checked."""
     rows, vocabulary = _build_rows(config)
     if not rows:
         raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")
