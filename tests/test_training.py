@@ -736,3 +736,16 @@ def test_non_finite_samples_in_a_stem_are_named_before_training(tmp_path, hq_fol
                                            "the first at sample 1000; repair or replace the file"):
         train(_config(tmp_path, data, steps=2, steps_per_epoch=2))
     assert not (tmp_path / "runs" / "conditioned" / "last.ckpt").exists()
+
+
+def test_a_signal_before_the_loop_stops_at_once_and_gives_the_handlers_back(tmp_path, tiny_synthetic):
+    trainer = training.Trainer(_config(tmp_path, tiny_synthetic))
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(training.TrainingInterrupted, match="interrupted by SIGTERM before the first training step; "
+                                                           "nothing was saved") as stop:
+        with trainer.held:  # as fit() holds them; setup (e.g. rendering the data) is under way
+            trainer._catch_signals()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+    assert stop.value.exit_code == 143
+    assert {signum: signal.getsignal(signum) for signum in before} == before
