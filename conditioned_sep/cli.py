@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audio import OUTPUT_FORMATS, output_subtype
-from .data.sources import DatasetSpec
+from .data.sources import DATASET_KINDS, ROOTED_KINDS, DatasetSpec
 from .distributed import world
 from .evaluation import EvalConfig, evaluate
 from .fileio import ForeignFolderError, check_writable
@@ -33,7 +34,8 @@ from .hardware import resolve_device
 from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
-from .training import TrainConfig, TrainingError, apply_budget, train_many
+from .training import (TrainConfig, TrainingError, TrainingInterrupted, apply_budget, existing_run_error,
+                       train_many)
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
@@ -111,16 +113,14 @@ def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _dataset(args: argparse.Namespace) -> DatasetSpec:
-    if args.musdb is not None:
-        return DatasetSpec("musdb", Path(args.musdb) if args.musdb else None)
-    if args.moisesdb is not None:
-        return DatasetSpec("moisesdb", Path(args.moisesdb) if args.moisesdb else None)
-    if args.folder is not None:
-        return DatasetSpec("folder", Path(args.folder))
+    for kind in ROOTED_KINDS:  # --folder PATH, --musdb [PATH], --moisesdb [PATH] ("" for the default root)
+        root = getattr(args, kind)
+        if root is not None:
+            return DatasetSpec(kind, Path(root) if root else None)
     return DatasetSpec(args.dataset, args.data_root)
 
 
-_GENERATED = ("default", "synthetic", "stempeg")
+_NAMED_KINDS = tuple(kind for kind in DATASET_KINDS if kind not in ROOTED_KINDS)
 """Dataset kinds chosen by name (--dataset); the others have their own option that takes their root."""
 
 
@@ -128,7 +128,7 @@ def _add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
     data = parser.add_argument_group(
         "data (default: the embedded default data: songs rendered from sampled instruments, generated once)")
     source = data.add_mutually_exclusive_group()
-    source.add_argument("--dataset", choices=_GENERATED, default="default",
+    source.add_argument("--dataset", choices=_NAMED_KINDS, default="default",
                         help=f"{what} the rendered default songs (default), the oscillator-made synthetic songs "
                              "(the first version's data), or stempeg's 6 s MUSDB18 excerpt (test split only)")
     source.add_argument("--musdb", metavar="PATH", nargs="?", const="", default=None,
@@ -329,7 +329,7 @@ def run_evaluate(args: argparse.Namespace, prog: str) -> int:
     try:
         config = evaluate_config(args)
         result = evaluate(config)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: e.g. a results file that cannot be read or written
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(result.markdown)
@@ -404,6 +404,8 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
         raise TrainingError("--name names one run; it cannot be used when training several models")
     if args.seeds < 1:
         raise TrainingError(f"--seeds must be a positive number of seeds, got {args.seeds}")
+    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        raise TrainingError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
     targets: list[str | None]
     if args.all:
         targets = [None, *stems]
@@ -450,8 +452,7 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
         if not any(c.resume or c.overwrite for c in configs):
             for c in configs:  # every run (of every seed) checked before the first one starts
                 if (c.run_dir / "last.ckpt").exists():
-                    raise TrainingError(f"{c.run_dir} already holds a run (last.ckpt); pass --resume to continue "
-                                        "it, --overwrite to start again, or another --out / --name")
+                    raise existing_run_error(c)
         if world()[0] == 0:
             for c in configs:
                 print(_budget_line(c), file=sys.stderr)
@@ -459,6 +460,13 @@ def run_train(args: argparse.Namespace, prog: str) -> int:
     except ValueError as err:  # user errors (DatasetError, TrainingError, UnknownStemError...): a clear message
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a summary, no traceback
+        print(f"{prog}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one between two models
+        print(f"{prog}: stopped at once by Ctrl-C; --resume continues from the last checkpoint (last.ckpt) of a run "
+              "that wrote one", file=sys.stderr)
+        return 128 + signal.SIGINT
     if world()[0] == 0:
         for run_dir, path in results.items():
             print(f"{run_dir}: {path}")

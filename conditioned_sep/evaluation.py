@@ -43,11 +43,13 @@ EvaluationResult``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -65,7 +67,7 @@ from .audio import to_numpy, write_audio
 from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_writable
 from .metrics import METRICS, ReferenceSet, new_sdr, no_huge_pages
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
@@ -125,6 +127,9 @@ class EvalConfig:
         self.out = Path(self.out)
         self.estimates = None if self.estimates is None else Path(self.estimates)
         self.stems = None if self.stems is None else check_vocabulary(self.stems)
+        if self.tracks is not None and not self.tracks >= 1:
+            raise EvaluationError(f"--tracks must be >= 1 (the first N tracks of the split), got {self.tracks}; "
+                                  "leave it out to evaluate every track")
         # names checked now (a typo fails before any model loads), against the vocabulary at evaluate()
         self.sums = tuple(q.name for q in parse_sums(self.sums, vocabulary=self.stems or FINE_STEMS, check=False))
 
@@ -154,7 +159,12 @@ def conditions(vocabulary: Sequence[str], sums: Sequence[str]) -> list[StemQuery
     singles = [StemQuery(s, (s,)) for s in vocabulary if expand(s, vocabulary) == (s,)]
     coarse = [StemQuery(s, expand(s, vocabulary)) for s in STEMS if len(expand(s, vocabulary)) > 1]
     names = {q.name for q in singles + coarse}
-    return singles + coarse + [q for q in parse_sums(list(sums), vocabulary=vocabulary) if q.name not in names]
+    try:
+        summed = parse_sums(list(sums), vocabulary=vocabulary)
+    except ValueError as err:  # e.g. the default sums over a vocabulary of one or two stems
+        raise EvaluationError(f"{err}: the sum conditions {','.join(sums)} cannot be formed over the vocabulary "
+                              f"{','.join(vocabulary)}; pass --sums none, or sums of its stems") from err
+    return singles + coarse + [q for q in summed if q.name not in names]
 
 
 def scoring_set(query: StemQuery, vocabulary: Sequence[str] = STEMS) -> tuple[str, ...]:
@@ -561,9 +571,26 @@ def evaluate(config: EvalConfig) -> EvaluationResult:
     if config.jobs < 1:
         raise EvaluationError(f"jobs must be >= 1, got {config.jobs}")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.estimates is not None:
-        Path(config.estimates).mkdir(parents=True, exist_ok=True)
+    for folder, option in ((out, "--out"), (config.estimates, "--estimates")):
+        if folder is None:
+            continue
+        try:
+            check_writable(folder)  # before any model runs, not at the first result
+        except OSError as err:
+            raise EvaluationError(f"{err}; pass {option} DIR with a folder you can write to") from err
+    try:
+        return _evaluate(config, out)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise EvaluationError(
+            f"cannot write {err.filename or 'the results'} ({err.strerror}): {shutil.disk_usage(out).free / 1e6:.0f} "
+            f"MB free on the disk of {out}; free space or pass another --out (the tracks already scored are kept: "
+            "the same command continues)") from err
+
+
+def _evaluate(config: EvalConfig, out: Path) -> EvaluationResult:
+    """:func:`evaluate` once its settings and folders are checked."""
     rows, vocabulary = _build_rows(config)
     if not rows:
         raise EvaluationError("nothing to evaluate: give a checkpoint, or keep the oracle or mixture row")

@@ -3,11 +3,13 @@ into "temporary sibling folder, then rename" (a folder published whole).
 
 A crash or a kill in the middle of a write leaves the previous file or folder (or none) in place, never half of one.
 A folder is replaced only if this project wrote it (:data:`MANIFEST`): never a file the project did not write.
+A folder one process writes for a long time (a training run) is locked with :func:`folder_lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -236,16 +238,107 @@ def work_folder(beside: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+LOCK_NAME = ".lock"
+"""The lock file :func:`folder_lock` holds inside a folder (it holds the process id of its holder)."""
+
+
+class FolderLockedError(ValueError):
+    """A folder that another live process is writing (see :func:`folder_lock`)."""
+
+
+_HELD_LOCKS: set[int] = set()
+"""File descriptors of the locks :func:`folder_lock` holds in this process."""
+
+
+def _drop_inherited_locks() -> None:
+    # a forked child (a DataLoader worker) shares the parent's open lock file: it must not keep the lock alive
+    # after the parent dies, so it closes its copies (the parent's lock is untouched: it holds its own descriptor)
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, what: str = "folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs: a second holder, in this
+    process or another, gets :class:`FolderLockedError` naming the folder and the process holding it.
+
+    The lock is ``flock`` on ``<folder>/.lock`` (POSIX), which the system releases when its process ends: a lock
+    file left by a killed process (its id no longer runs) does not block. Forked children (loader workers) close
+    their copy of the lock file at once, so they never hold the lock past their parent. The file is removed on
+    release.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderLockedError(locked_message(folder, holder, what=what)) from None
+        try:  # the previous holder removes the file on release: lock the file that is there, not a removed one
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    owner = os.getpid()
+    _HELD_LOCKS.add(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{owner}\n".encode(), 0)
+        yield path
+    finally:
+        if os.getpid() == owner:  # never in a forked child that unwinds: the lock and its file are the parent's
+            _HELD_LOCKS.discard(fd)
+            path.unlink(missing_ok=True)  # while still locked: a waiter that opened it sees another inode, retries
+            os.close(fd)
+
+
+def locked_message(folder: str | os.PathLike, holder: str, *, what: str = "folder") -> str:
+    """What :class:`FolderLockedError` says: the folder, the process holding it, what to do."""
+    return f"{what} {folder} is in use by process {holder} (its {LOCK_NAME}); wait for it to finish or stop it"
+
+
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """The process id (as written) of the live process that holds ``folder``'s :func:`folder_lock`, else None.
+    Takes nothing: for messages about a folder that is not this process's to write."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
 class FolderNotWritableError(OSError):
-    """A folder in which no file can be created (read-only disk, no permission)."""
+    """A folder in which no file can be created (read-only disk, no permission, a file in its place)."""
 
 
 def check_writable(folder: str | os.PathLike) -> None:
-    """Raise :class:`FolderNotWritableError` naming ``folder`` when a file cannot be created in it."""
+    """Create ``folder`` if missing and create (then remove) a hidden file in it, so that a command that will write
+    there fails before its work, not after. Raises :class:`FolderNotWritableError` naming the folder and the cause
+    (callers add the option to change)."""
+    folder = Path(folder)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".write-test{PARTIAL}{os.getpid()}-", dir=folder)
     except OSError as err:
-        raise FolderNotWritableError(f"cannot write in {folder} ({err.strerror or err}): choose a folder you can "
-                                     "write to, or fix its permissions") from err
+        raise FolderNotWritableError(f"cannot write to the folder {folder} ({err.strerror or err})") from err
     os.close(fd)
     os.unlink(name)
+

@@ -12,7 +12,10 @@ and at every epoch end. Optional: gradient accumulation, mixed precision
 SDR then selects ``best.ckpt`` and which is saved beside the raw weights.
 
 Nothing is lost: ``resume=True`` continues from ``last.ckpt`` (weights, EMA, optimizer, step, early stopping),
-so a kill at any moment loses at most the steps since the last checkpoint. Every check that can refuse a run
+so a kill at any moment loses at most the steps since the last checkpoint; SIGINT and SIGTERM lose none (the step
+under way ends, ``last.ckpt`` is written, :class:`TrainingInterrupted` says where). A resume that changes what the
+run computes is refused (:data:`RESUME_APPLIES` are applied and said). A run holds its folder's lock
+(:func:`~conditioned_sep.fileio.folder_lock`): a second run into it is refused. Every check that can refuse a run
 (settings, dataset, stems, output folder) comes before ``overwrite=True`` deletes the old run. A diverged run
 (non-finite weights or loss) and a failed write (disk full) stop with a :class:`TrainingError` that keeps the
 last good checkpoint and says what to do.
@@ -35,10 +38,11 @@ import importlib.util
 import io
 import math
 import shutil
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,15 +61,15 @@ from .data.musdb import StemTrack
 from .data.sampling import SamplingConfig, StemBank, StepSampler, TrainingExamples, collate, validation_excerpts
 from .data.stemcache import default_stem_cache_root
 from .data.sources import DatasetSpec, has_own_valid_split, prepare, split_tracks
-from .fileio import atomic_write_text
+from .fileio import (FolderLockedError, atomic_write_text, check_writable, folder_lock, lock_holder,
+                     locked_message)
 from .hardware import (COMPILE_CHOICES, PRECISION_CHOICES, DeviceError, apply_threads, auto_threads, autocast,
                        choose_compile, choose_precision, device_problem, resolve_device)
 from .metrics import new_sdr
 from .models import ARCHITECTURES, PRESETS_BY_ARCH, SeparationModel, from_preset
 from .runs import DEFAULT_RUN
-from .stems import STEMS, UnknownStemError, check_vocabulary
+from .stems import OTHER_PARTS, STEMS, UnknownStemError, check_vocabulary
 
-DATASETS = ("default", "folder", "musdb")
 DEFAULT_STEPS = {"tiny": 200, "small": 2000, "full": 100_000}
 """Step budget per model when neither ``steps`` nor ``epochs`` is given (small: a few minutes on 2 cores)."""
 PRESET_NAMES = tuple(dict.fromkeys(name for presets in PRESETS_BY_ARCH.values() for name in presets))
@@ -80,6 +84,20 @@ dominated by the initial weights (TensorFlow's ``ExponentialMovingAverage`` with
 class TrainingError(ValueError):
     """A training run that cannot start or go on: bad settings or output folder, nothing to resume, a mismatching
     resume, divergence, a failed write."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM: in the loop, after the step under way and a ``last.ckpt`` of
+    it; before the loop, at once. The message is the one-line summary; ``exit_code`` is the shell's (128 +
+    signal). A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int, *, step: int, total: int, last: Path, saved_step: int | None) -> None:
+        self.signum, self.step, self.saved_step = signum, step, saved_step
+        self.exit_code = 128 + signum
+        where = f"at step {step} of {total}" if step else "before the first training step"
+        kept = (f"{last} holds step {saved_step}: run the same command with --resume to continue"
+                if saved_step is not None else "nothing was saved: run the same command to start again")
+        super().__init__(f"interrupted by {signal.Signals(signum).name} {where}; {kept}")
 
 
 @dataclass
@@ -107,7 +125,7 @@ class TrainConfig:
                 "is then the rest of other; --dedicated all trains one model per stem)"})
     model_overrides: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
-    dataset: str = "default"
+    dataset: str = "default"  # a kind of conditioned_sep.data.sources.DATASET_KINDS
     data_root: Path | None = None
     budget: str = field(default="equal-compute", metadata={
         "help": "equal-steps: every model gets --steps (--epochs, --time-limit); equal-compute: the conditioned "
@@ -169,8 +187,7 @@ class TrainConfig:
         self.data_root = Path(self.data_root).expanduser() if self.data_root is not None else None
         if isinstance(self.threads, str) and self.threads.isdigit():
             self.threads = int(self.threads)  # from the command line
-        if self.dataset == "folder" and self.data_root is None:
-            raise DatasetError("dataset 'folder' needs a root: pass --folder PATH")
+        self.data_spec.check_trainable()  # also refuses an unknown kind or a folder without a root
         self.stems = check_vocabulary(self.stems)
         if self.target is not None and self.target not in self.stems:
             raise UnknownStemError(f"unknown stem {self.target!r} for a dedicated model; choose one of "
@@ -197,8 +214,6 @@ class TrainConfig:
             out.append(f"budget must be one of {BUDGETS} (--budget), got {self.budget!r}")
         if not (isinstance(self.budget_scale, int) and self.budget_scale >= 1):
             out.append(f"budget_scale must be a whole number >= 1 (apply_budget sets it), got {self.budget_scale!r}")
-        if self.dataset not in DATASETS:
-            out.append(f"unknown dataset kind {self.dataset!r}; choose one of {DATASETS}")
         positive = {"steps": self.steps, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
                     "batch_size": self.batch_size, "accumulate": self.accumulate, "lr": self.lr,
                     "patience": self.patience, "checkpoint_every": self.checkpoint_every,
@@ -227,11 +242,25 @@ class TrainConfig:
             out.append(f"threads must be auto or a positive number (--threads), got {self.threads!r}")
         if self.resume and self.overwrite:
             out.append("--resume continues a run and --overwrite deletes it: pass one of them")
+        parts = [s for s in self.stems if s in OTHER_PARTS]
+        if parts and "other" not in self.stems:
+            # the mixture is the sum of the vocabulary's stems: without the remainder it would not be a song's
+            out.append(f"stems {','.join(self.stems)} list parts of other ({', '.join(parts)}) but not 'other': "
+                       f"add 'other' as the remainder (--stems {','.join(self.stems)},other), or the stems no "
+                       "longer sum to the mixture")
+        if self.name and (self.name in (".", "..") or Path(self.name).name != self.name or "\\" in self.name):
+            out.append(f"name must be a plain folder name, without / or .. (--name), got {self.name!r}: the run goes "
+                       "to <out>/<name>; pass --out for another folder")
         return out
 
     @property
     def run_name(self) -> str:
         return self.name or ("conditioned" if self.target is None else f"dedicated-{self.target}")
+
+    @property
+    def data_spec(self) -> DatasetSpec:
+        """Where the training data is (``dataset`` and ``data_root``)."""
+        return DatasetSpec(self.dataset, self.data_root)
 
     @property
     def run_dir(self) -> Path:
@@ -456,8 +485,10 @@ def _device(config: TrainConfig) -> torch.device:
 
 
 def _worker_init(worker_id: int) -> None:
-    """DataLoader workers draw examples with numpy: torch threads of their own would compete with training's."""
+    """DataLoader workers draw examples with numpy: torch threads of their own would compete with training's. A
+    Ctrl-C reaches the whole process group: the workers leave it to the training process, which stops them."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _first_non_finite(module: nn.Module) -> str | None:
@@ -470,12 +501,9 @@ def _first_non_finite(module: nn.Module) -> str | None:
 
 def _check_writable(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        check_writable(folder)
     except OSError as err:
-        raise TrainingError(f"cannot write to the output folder {folder} ({err.strerror or err}); "
-                            "pass --out DIR with a folder you can write to") from err
+        raise TrainingError(f"{err}; pass --out DIR with a folder you can write to") from err
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -485,6 +513,47 @@ def _clear_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     if (run_dir / "tensorboard").is_dir():
         shutil.rmtree(run_dir / "tensorboard")
+
+
+_RUN_FOLDER = "run folder"
+_IN_USE_WAY_OUT = " (two runs must not write one folder), or train into another --out / --name"
+
+
+def existing_run_error(config: TrainConfig, *, probe_lock: bool = True) -> TrainingError:
+    """Why a new run (no ``resume``, no ``overwrite``) may not start in a folder that holds ``last.ckpt``: another
+    process is writing it (``probe_lock``: asked of the folder's lock), or it holds a finished or stopped run."""
+    holder = lock_holder(config.run_dir) if probe_lock else None
+    if holder is not None:
+        return TrainingError(locked_message(config.run_dir, holder, what=_RUN_FOLDER) + _IN_USE_WAY_OUT)
+    return TrainingError(f"{config.run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
+                         "--overwrite to start again, or another --out / --name")
+
+
+RESUME_MAY_CHANGE = ("out", "name", "resume", "overwrite", "tensorboard", "progress", "device", "precision",
+                     "compile", "threads", "workers", "stem_cache", "time_limit", "checkpoint_every", "patience")
+"""Settings a resumed run may change silently: where and how it runs, not what it computes."""
+RESUME_APPLIES = ("steps", "epochs", "lr", "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss",
+                  "ema_decay")
+"""Settings a resumed run applies from its step on, and says so (e.g. a lower ``--lr`` after a divergence, more
+``--steps``). Any other change (model, data, seed, batch, sampling, validation) is refused
+(:meth:`Trainer._check_resumed_settings`)."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` comparable across a checkpoint: tuples as lists, paths resolved to strings."""
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _changes(changed: dict[str, tuple[Any, Any]]) -> str:
+    """``--lr 0.001 -> 0.01, data folder a -> b``: TrainConfig fields by their command-line names."""
+    return ", ".join(f"{'data folder' if k == 'data_root' else '--' + k.replace('_', '-')} {a} -> {b}"
+                     for k, (a, b) in changed.items())
 
 
 def _log_text(rows: list[dict[str, Any]]) -> str:
@@ -499,7 +568,7 @@ def _log_text(rows: list[dict[str, Any]]) -> str:
 def _dataset_tracks(config: TrainConfig, *, rank: int) -> tuple[list, list, str]:
     """(train tracks, validation tracks, description). Raises DatasetError before any training."""
     spec = distributed.rank0_first(
-        lambda: prepare(DatasetSpec(config.dataset, config.data_root), progress=config.progress))
+        lambda: prepare(config.data_spec, progress=config.progress))
     train, valid = split_tracks(spec, "train"), split_tracks(spec, "valid")
     if rank == 0 and not has_own_valid_split(spec):
         print(f"note: {spec.root} has no valid/ split; holding out {len(valid)} training track(s) for validation")
@@ -555,6 +624,10 @@ class Trainer:
         self.bar: tqdm | None = None
         self.writer: Any = None
         self.ema: WeightAverage | None = None
+        self.resumed: tuple[SeparationModel, dict[str, Any]] | None = None  # (model, meta) of last.ckpt (resume)
+        self.held = ExitStack()  # the run folder's lock and the signal handlers, released when fit() ends
+        self.in_loop = False  # a signal in the loop waits for the step under way; before it, it stops at once
+        self.stop_signal: int | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------------
 
@@ -605,14 +678,46 @@ class Trainer:
         # on every rank, before any collective: one rank refusing alone would leave the others in a barrier
         config = self.config
         _check_writable(config.run_dir)
+        distributed.on_rank0(self._lock_run_folder)  # first: another run may be writing last.ckpt right now
         if not config.resume and self.last_path.exists() and not config.overwrite:
-            raise TrainingError(f"{config.run_dir} already holds a run (last.ckpt); pass --resume to continue it, "
-                                "--overwrite to start again, or another --out / --name")
+            raise existing_run_error(config, probe_lock=False)  # rank 0 holds it; another rank would find it held
         if config.resume and not self.last_path.exists():
             raise TrainingError(f"nothing to resume: {self.last_path} does not exist; drop --resume to start a new "
                                 "run")
+        if config.resume:  # read once, here, so that changed settings are refused before the data is loaded
+            self.resumed = load_checkpoint(self.last_path, map_location=self.device, weights="raw")
+            self._check_resumed_settings(self.resumed[1])
         if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
+
+    def _lock_run_folder(self) -> None:
+        try:
+            self.held.enter_context(folder_lock(self.config.run_dir, what=_RUN_FOLDER))
+        except FolderLockedError as err:
+            raise TrainingError(f"{err}{_IN_USE_WAY_OUT}") from None
+
+    def _catch_signals(self) -> None:
+        """SIGINT and SIGTERM call :meth:`_on_signal` until the run ends (only the main thread may set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for signum, handler in previous.items():  # None: a handler set outside Python, taken as the default
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+        self.restore_signals = restore
+        self.held.callback(restore)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum
+        self.restore_signals()  # a second Ctrl-C stops at once
+        if not self.in_loop:  # setup (data rendering, loading) has no step to finish
+            raise self._interrupted(signum)
+
+    def _interrupted(self, signum: int) -> TrainingInterrupted:
+        return TrainingInterrupted(signum, step=self.state.step, total=self.config.total_steps, last=self.last_path,
+                                   saved_step=self.saved_step)
 
     def _load_data(self) -> tuple[str, TrainingExamples]:
         """Tracks, stem bank, examples and (rank 0) validation excerpts; raises DatasetError for unusable data."""
@@ -640,9 +745,33 @@ class Trainer:
         self.excerpts = distributed.on_rank0(load_excerpts) or []  # only rank 0 validates
         return data_desc, examples
 
+    def _check_resumed_settings(self, meta: dict[str, Any]) -> None:
+        """Compare this resume's settings with the saved run's: those of :data:`RESUME_MAY_CHANGE` may change
+        silently, those of :data:`RESUME_APPLIES` are applied from the resumed step and said (with the learning
+        rate's jump), any other change is refused, each listed old -> new."""
+        saved = meta.get("training", {}).get("config")
+        if saved is None:  # written before runs recorded their settings
+            return
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - set(RESUME_MAY_CHANGE)
+        try:
+            old = dataclasses.replace(self.config, **{k: v for k, v in saved.items() if k in names})
+        except (TypeError, ValueError):  # settings of another version: the model config check in resume() holds
+            return
+        changed = {k: (getattr(old, k), getattr(self.config, k)) for k in sorted(names)
+                   if _plain(getattr(old, k)) != _plain(getattr(self.config, k))}
+        refused = {k: v for k, v in changed.items() if k not in RESUME_APPLIES}
+        if refused:
+            raise TrainingError(f"{self.last_path} was trained with other settings than this --resume: "
+                                f"{_changes(refused)}; drop those options to continue with the saved settings, or "
+                                "start a new run with them (--overwrite, or another --out / --name)")
+        if changed and self.rank == 0:
+            step = int(meta["extra"]["state"]["step"])
+            print(f"note: resuming {self.config.run_dir} at step {step} with {_changes(changed)}, applied from this "
+                  f"step (learning rate {lr_at(step, old):.3g} -> {lr_at(step, self.config):.3g})")
+
     def resume(self) -> None:
         """Weights, optimizer, loss scale, step, log and early stopping from ``last.ckpt``."""
-        saved, meta = load_checkpoint(self.last_path, map_location=self.device, weights="raw")
+        (saved, meta), self.resumed = self.resumed, None
         if saved.config.to_dict() != self.model.config.to_dict():
             raise TrainingError(f"{self.last_path} was trained with another model config (preset / target / "
                                 "overrides); resume with the same arguments, or start a new run with another --out")
@@ -723,8 +852,8 @@ class Trainer:
         config, state, stopper = self.config, self.state, self.stopper
         return {"kind": "conditioned" if config.target is None else "dedicated", "target": config.target,
                 "run": config.run_name, "arch": config.arch, "preset": config.preset, "data": self.data_desc,
-                "seed": config.seed, "budget": config.budget_record(),
-                "precision": self.precision, "compiled": self.compiled, "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
+                "seed": config.seed, "budget": config.budget_record(), "precision": self.precision,
+                "compiled": self.compiled, "step": state.step, "epoch": state.epoch, "total_steps": config.total_steps,
                 "examples": state.examples, "seconds": round(state.seconds, 1),
                 "best_valid_sdr": stopper.best if math.isfinite(stopper.best) else None,
                 "best_epoch": stopper.best_epoch, "stopped": state.stopped,
@@ -799,11 +928,17 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------------------------
 
     def fit(self) -> Path:
-        """Set up, train to the budget (or early stop / time limit), return the best checkpoint's path."""
+        """Set up, train to the budget (or early stop / time limit), return the best checkpoint's path.
+
+        SIGINT and SIGTERM (when called from the main thread) stop the run cleanly: during setup at once, in the
+        loop after the step under way, with a ``last.ckpt`` of it; either way :class:`TrainingInterrupted` is
+        raised. A second signal acts at once (the caller's handlers are back by then)."""
         threads = torch.get_num_threads()
         try:
-            self.setup()
-            return self._loop()
+            with self.held:  # the run folder's lock and the signal handlers, released whatever happens
+                self._catch_signals()
+                self.setup()
+                return self._loop()
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -817,12 +952,14 @@ class Trainer:
         self.t_start = time.perf_counter() - state.seconds
         window_t, window_ex = time.perf_counter(), 0
         batches = self.loader if state.step < total and not state.stopped else []  # a finished run starts no worker
+        self.in_loop = True
         for batch in batches:
             loss = self.train_step(batch)
             timed_out = config.time_limit is not None and time.perf_counter() - self.t_start > config.time_limit
-            # one collective per step: the mean loss over the ranks, and whether any rank ran out of time
-            loss_sum, n_timed_out = distributed.all_reduce_sum([loss, float(timed_out)])
-            loss, timed_out = loss_sum / self.world, n_timed_out > 0
+            # one collective per step: the mean loss over the ranks, whether any rank ran out of time or was signalled
+            loss_sum, n_timed_out, n_signalled = distributed.all_reduce_sum(
+                [loss, float(timed_out), float(self.stop_signal is not None)])
+            loss, timed_out, signalled = loss_sum / self.world, n_timed_out > 0, n_signalled > 0
             if not math.isfinite(loss):
                 raise self._diverged(f"the training loss is {loss}")
             state.run_loss, state.run_n = state.run_loss + loss, state.run_n + 1
@@ -840,12 +977,17 @@ class Trainer:
             if epoch_end or timed_out:
                 state.epoch += int(epoch_end)
                 self.end_epoch(timed_out=timed_out)
-            if epoch_end or state.step % config.checkpoint_every == 0 or state.stopped or state.step >= total:
+            if epoch_end or state.step % config.checkpoint_every == 0 or state.stopped or state.step >= total or \
+                    signalled:
                 distributed.on_rank0(self.save_last)
+            if signalled:
+                raise self._interrupted(self.stop_signal or signal.SIGTERM)  # on other ranks: their peer's signal
             if state.stopped:
                 break
         distributed.on_rank0(self._ensure_best)
         distributed.barrier()
+        if self.stop_signal is not None:  # came with the last step: the run is whole, but the caller was asked to stop
+            raise self._interrupted(self.stop_signal)
         return self.best_path
 
     def _ensure_best(self) -> None:

@@ -246,7 +246,7 @@ def test_a_read_only_output_folder_is_a_usage_error_naming_it(tmp_path, run_fold
     monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
     code = cli.main(_separate(*map(str, two_songs), "-o", str(out), "-c", str(run_folder)))
     err = capsys.readouterr().err
-    assert code == 2 and f"cannot write in {out} (Permission denied)" in err and ".work" not in err
+    assert code == 2 and f"cannot write to the folder {out} (Permission denied)" in err and ".work" not in err
 
 
 def test_separate_into_a_folder_the_user_filled_is_refused_per_song(tmp_path, run_folder, two_songs, capsys):

@@ -1,7 +1,7 @@
 """The benchmark scripts still run against the package as it is now (tiny inputs; their figures are not checked).
 
 A change of an internal signature once broke ``bench_evaluate.py`` without any test noticing; these runs catch
-that. ``bench_train.py`` is left out: even its tiny setting builds training data for minutes.
+that. ``bench_train.py`` runs on the tiny synthetic folder (its default data would be rendered first).
 """
 
 from __future__ import annotations
@@ -35,3 +35,16 @@ def test_benchmark_runs_and_prints_its_figures(script):
     assert done.returncode == 0, done.stderr[-3000:]
     for pattern in patterns:
         assert re.search(pattern, done.stdout), f"{pattern!r} not in the output of {script}:\n{done.stdout[-3000:]}"
+
+
+def test_bench_train_runs_on_a_tiny_folder_and_prints_its_figures(tiny_synthetic):
+    args = ["--arch", "unet,bandsplit", "--preset", "tiny", "--steps", "1", "--precision", "fp32,bf16", "--compile",
+            "off", "--loader", "--workers", "0", "--train", "--folder", str(tiny_synthetic)]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), *args], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for pattern in (r"peak: fp32 [\d.]+ TFLOP/s, bf16 [\d.]+ TFLOP/s",
+                    r"unet\s+tiny\s+bf16\s+off\s+[\d.]+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+%\s+[\d.]+x",
+                    r"bandsplit\s+tiny\s+fp32\s+off", r"loader unet tiny, 0 worker\(s\): \d+ examples/s",
+                    r"train.py step bandsplit tiny \(defaults: precision auto"):
+        assert re.search(pattern, done.stdout), f"{pattern!r} not in the output:\n{done.stdout[-3000:]}"

@@ -148,3 +148,16 @@ def test_console_script_smoke(tmp_path, checkpoints, songs):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "song" / "bass.wav").is_file()
+
+
+def test_train_and_evaluate_reach_every_dataset_kind():
+    from conditioned_sep.data.sources import DATASET_KINDS, ROOTED_KINDS
+
+    for command in ("train", "evaluate"):
+        parser = cli.argparse.ArgumentParser()
+        cli.COMMANDS[command][1](parser)
+        reached = {}
+        for kind in DATASET_KINDS:
+            argv = [f"--{kind}", "/data/x"] if kind in ROOTED_KINDS else ["--dataset", kind]
+            reached[kind] = cli._dataset(parser.parse_args(argv)).kind
+        assert reached == {kind: kind for kind in DATASET_KINDS}, command

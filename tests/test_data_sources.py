@@ -118,3 +118,20 @@ def test_bad_specs_name_the_way_out(tmp_path):
         split_tracks(DatasetSpec("folder", tmp_path), "dev")
     assert DatasetSpec("folder", Path("~/x")).root == Path("~/x").expanduser()
     assert DATASET_KINDS == ("default", "synthetic", "folder", "musdb", "moisesdb", "stempeg")
+
+
+def test_a_moisesdb_source_with_nan_samples_is_named(tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    shutil.copytree(MOISESDB, tmp_path / "db")
+    bad = sorted((tmp_path / "db").rglob("bass/*.wav"))[0]
+    audio, rate = sf.read(bad, dtype="float32", always_2d=True)
+    audio[10, 0] = np.inf
+    sf.write(bad, audio, rate, subtype="FLOAT")
+    (track,) = [t for t in split_tracks(prepare(DatasetSpec("moisesdb", tmp_path / "db")), "train") if t.has("bass")]
+    assert track.load(stems=["vocals"]).shape[0] == 1  # the other files read as before
+    with pytest.raises(DatasetError, match=f"{bad} holds 1 non-finite sample\\(s\\) \\(NaN or Inf\\), the first at "
+                                           "sample 10"):
+        track.load(stems=["bass"])

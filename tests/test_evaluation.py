@@ -389,3 +389,44 @@ def test_six_stem_vocabulary_and_seeds(tmp_path, six_stem_seeds, run_folder):
 
 def report_verdicts() -> tuple[str, ...]:
     return ("better", "level", "worse", "n/a")  # report.verdict's answers
+
+
+def test_user_errors_name_the_option_to_fix(tmp_path, stem_folder, capsys):
+    import torch
+
+    from conditioned_sep.checkpoint import save_checkpoint
+    from conditioned_sep.models import ConditionedUNet
+
+    torch.manual_seed(0)
+    only_other = save_checkpoint(tmp_path / "other.ckpt", ConditionedUNet.from_preset("tiny", stems=("other",)).eval())
+    args = ["--folder", str(stem_folder), "--oracle", "none", "--no-progress"]
+    assert cli.run("evaluate", [str(only_other), *args, "--out", str(tmp_path / "a")]) == 2
+    assert "cannot be formed over the vocabulary other; pass --sums none" in capsys.readouterr().err
+    assert [q.name for q in evaluation.conditions(("other",), ())] == ["other"]  # what --sums none evaluates
+    for tracks in ("0", "-1"):
+        assert cli.run("evaluate", [str(only_other), *args, "--tracks", tracks, "--out", str(tmp_path / "b")]) == 2
+        assert f"--tracks must be >= 1 (the first N tracks of the split), got {tracks}" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.run("evaluate", [str(only_other), *args, "--out", str(blocker / "results")]) == 2
+    assert f"cannot write to the folder {blocker / 'results'}" in capsys.readouterr().err
+    assert cli.run("evaluate", [str(only_other), *args, "--estimates", str(blocker / "est")]) == 2
+    assert "pass --estimates DIR" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_writing_the_results_says_what_is_free(tmp_path, stem_folder, monkeypatch):
+    import errno
+
+    from conditioned_sep import report
+
+    def disk_full(path, *args, **kwargs):  # the plots come last, when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(report, "plot_metric", disk_full)
+    config = EvalConfig(models=[], out=tmp_path / "results", dataset=DatasetSpec("folder", stem_folder), tracks=1,
+                        sums=(), oracle="none", progress=False)
+    with pytest.raises(EvaluationError, match=r"cannot write .*sdr.png \(No space left on device\): \d+ MB free on "
+                                              r"the disk of .*results; free space or pass another --out"):
+        evaluation.evaluate(config)
+    monkeypatch.undo()
+    assert evaluation.evaluate(config).files["sdr.png"].is_file()  # the same command continues

@@ -189,7 +189,7 @@ def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
-    with pytest.raises(FolderNotWritableError, match=rf"cannot write in {tmp_path} \(Permission denied\)"):
+    with pytest.raises(FolderNotWritableError, match=rf"cannot write to the folder {tmp_path} \(Permission denied\)"):
         check_writable(tmp_path)
 
 
@@ -199,3 +199,38 @@ def test_stale_partials_of_a_name_with_brackets_are_found(tmp_path):
     with atomic_folder(tmp_path / "song [live]"):
         pass
     assert _names(tmp_path) == ["song [live]"]
+
+
+def test_a_forked_child_does_not_keep_a_folder_lock_alive(tmp_path):
+    """A loader worker forked while a run holds its folder closes its copy of the lock: once the holder is gone,
+    the folder is free even while the child still runs."""
+    import signal
+    import time
+
+    from conditioned_sep.fileio import FolderLockedError, folder_lock
+
+    read, write = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # the run: takes the lock, forks a long-lived worker, tells its pid, then waits to be killed
+        try:
+            with folder_lock(tmp_path / "run"):
+                worker = os.fork()
+                if worker == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                os.write(write, f"{worker}\n".encode())
+                time.sleep(30)
+        finally:
+            os._exit(0)
+    worker = int(os.read(read, 32).decode())
+    try:
+        with pytest.raises(FolderLockedError, match=f"in use by process {holder}"):
+            with folder_lock(tmp_path / "run"):
+                pass
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        assert os.kill(worker, 0) is None  # the worker still runs
+        with folder_lock(tmp_path / "run"):  # and the folder is free
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)

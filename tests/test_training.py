@@ -126,7 +126,7 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path, tiny_synthetic, hq
         _config(tmp_path, tiny_synthetic, target="piano")
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(TrainingError, match="cannot write to the output folder .*--out"):
+    with pytest.raises(TrainingError, match="cannot write to the folder .*--out"):
         train(_config(tmp_path, tiny_synthetic, out=blocker / "runs"))
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(_config(tmp_path, tiny_synthetic, resume=True))
@@ -200,6 +200,12 @@ def test_overwrite_deletes_nothing_until_every_check_passed(tmp_path, tiny_synth
     (dict(arch="transformer"), "unknown arch 'transformer'; choose one of"),
     (dict(arch="bandsplit", model_overrides={"film": "simple"}), r"\['film'\] are not fields of the bandsplit"),
     (dict(budget_scale=0), "budget_scale must be a whole number >= 1"),
+    (dict(stems=("vocals", "drums", "bass", "piano", "guitar")),
+     r"list parts of other \(piano, guitar\) but not 'other': add 'other' as the remainder \(--stems "
+     r"vocals,drums,bass,piano,guitar,other\)"),
+    (dict(name="../../escaped"), r"name must be a plain folder name, without / or .. \(--name\), got '../../escaped'"),
+    (dict(name="a/b"), "name must be a plain folder name"),
+    (dict(name=".."), "name must be a plain folder name"),
 ])
 def test_bad_settings_are_refused_with_the_option_to_fix(settings, message):
     with pytest.raises(TrainingError, match=message):
@@ -564,3 +570,170 @@ def test_distributed_run_refused_by_rank_0_stops_every_rank(tmp_path, hq_folder)
     assert [proc.returncode for proc in procs] == [2, 2], errors
     assert "no validation track holds the stem 'bass'" in errors[0]
     assert "rank 0 stopped the run" in errors[1]
+
+
+def _moisesdb_with_a_valid_track(root):
+    """The MoisesDB fixture plus a copy of a track under an id that :func:`split_of` puts in ``valid``."""
+    from conditioned_sep.data.moisesdb import split_of
+
+    fixture = REPO / "tests" / "fixtures" / "moisesdb" / "moisesdb_v0.1"
+    shutil.copytree(fixture, root)
+    valid_id = next(f"valid-{i}" for i in range(100) if split_of(f"valid-{i}") == "valid")
+    shutil.copytree(fixture / "0b5c1a2e-6f1d-4a53-9e3a-1c2f3d4e5f60", root / valid_id)
+    return root
+
+
+def test_every_dataset_kind_with_a_training_split_trains_from_the_command_line(
+        tmp_path, tiny_synthetic, hq_folder, musdb_stem_folder, monkeypatch, capsys):
+    from conditioned_sep.data import sources
+
+    # the generated kinds take minutes to make: their resolver returns the fixtures instead
+    monkeypatch.setattr(sources, "ensure_rendered_dataset", lambda root, *, progress: hq_folder)
+    monkeypatch.setattr(sources, "ensure_synthetic_dataset", lambda root, *, progress: tiny_synthetic)
+    six = "vocals,drums,bass,piano,guitar,other"
+    options = {"default": ["--dataset", "default"], "synthetic": ["--dataset", "synthetic"],
+               "folder": ["--folder", str(tiny_synthetic)], "musdb": ["--musdb", str(musdb_stem_folder)],
+               "moisesdb": ["--moisesdb", str(_moisesdb_with_a_valid_track(tmp_path / "moisesdb")), "--stems", six]}
+    common = ["--preset", "tiny", "--steps", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--valid-seconds",
+              "0.5", "--workers", "0", "--threads", "1", "--device", "cpu", "--no-progress", "--budget", "equal-steps"]
+    for kind, option in options.items():
+        assert main([*option, *common, "--out", str(tmp_path / kind)]) == 0, (kind, capsys.readouterr().err)
+        model, meta = load_checkpoint(tmp_path / kind / "conditioned" / "best.ckpt")
+        assert meta["training"]["data"].startswith(f"{kind}:"), kind
+    assert model.stems == tuple(six.split(","))  # MoisesDB with the six-stem vocabulary
+    assert main(["--dataset", "stempeg", *common, "--out", str(tmp_path / "stempeg")]) == 2
+    assert "dataset 'stempeg' is a test excerpt only" in capsys.readouterr().err
+    assert not (tmp_path / "stempeg").exists()
+    assert tuple(options) == sources.TRAINING_KINDS  # a new kind must be trained here too
+
+
+def test_a_run_folder_is_locked_while_a_run_writes_it_and_a_stale_lock_does_not_block(tmp_path, tiny_synthetic):
+    from conditioned_sep.fileio import LOCK_NAME, folder_lock
+
+    config = _config(tmp_path, tiny_synthetic, steps=2, steps_per_epoch=2)
+    with folder_lock(config.run_dir):  # another run writing the folder (here: this process)
+        with pytest.raises(TrainingError, match=f"run folder {config.run_dir} is in use by process {os.getpid()}.*"
+                                                 "another --out / --name"):
+            train(config)
+    assert sorted(p.name for p in config.run_dir.iterdir()) == []  # the refused run wrote nothing
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (config.run_dir / LOCK_NAME).write_text(f"{dead.pid}\n")  # what a killed run leaves
+    assert train(config).is_file()
+    assert not (config.run_dir / LOCK_NAME).exists()  # released with the run
+
+
+def _summary_step(stderr, signame):
+    """The step of ``train.py``'s one-line summary after a signal (and that it is the only thing said)."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(f"train.py: interrupted by {signame} at step ") and "--resume to continue" in line, line
+    return int(line.split(" at step ")[1].split()[0])
+
+
+def test_sigint_and_sigterm_save_the_step_reached_and_a_second_run_is_refused_meanwhile(tmp_path, tiny_synthetic):
+    out = tmp_path / "run"
+    cmd = _train_cmd(tiny_synthetic, out, "--steps", "2000", "--steps-per-epoch", "1000", "--valid-seconds", "1",
+                     "--workers", "1")
+    run, last = out / "conditioned", out / "conditioned" / "last.ckpt"
+
+    def started(proc, *, past=0):  # a periodic checkpoint beyond ``past``: the loop is running
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and load_checkpoint(last)[1]["extra"]["state"]["step"] > past:
+                return
+            time.sleep(0.05)
+        raise AssertionError(proc.communicate()[1][-3000:])
+
+    # a new session, as a terminal's: Ctrl-C reaches the loader worker too
+    first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+        started(first)
+        os.killpg(first.pid, signal.SIGINT)
+        stderr = first.communicate(timeout=120)[1]
+    finally:
+        first.kill()
+    assert first.returncode == 130
+    step = _summary_step(stderr, "SIGINT")
+    assert load_checkpoint(last)[1]["extra"]["state"]["step"] == step >= 1
+    assert not (run / ".lock").exists()
+    resumed = subprocess.Popen([*cmd, "--resume"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        started(resumed, past=step)
+        resumed.send_signal(signal.SIGTERM)
+        stderr = resumed.communicate(timeout=120)[1]
+    finally:
+        resumed.kill()
+    assert resumed.returncode == 143
+    assert load_checkpoint(last)[1]["extra"]["state"]["step"] == _summary_step(stderr, "SIGTERM") > step
+
+
+def test_command_line_speaks_in_its_own_units_and_keeps_runs_inside_out(tmp_path, tiny_synthetic, capsys):
+    args = ["--folder", str(tiny_synthetic), "--preset", "tiny", "--out", str(tmp_path / "runs")]
+    assert main([*args, "--time-limit", "-1"]) == 2
+    assert "--time-limit must be a positive number of minutes, got -1" in capsys.readouterr().err
+    assert main([*args, "--time-limit", "nan"]) == 2
+    assert "minutes, got nan" in capsys.readouterr().err
+    assert main([*args, "--name", "../../escaped"]) == 2
+    assert "name must be a plain folder name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or outside it
+
+
+def test_resume_refuses_changed_settings_and_takes_what_may_change(tmp_path, tiny_synthetic, hq_folder, capsys):
+    same = dict(steps=10, steps_per_epoch=5, warmup_steps=2)
+    run = train(_config(tmp_path, tiny_synthetic, **same)).parent
+    before = _files(run)
+    for changed, listed in [(dict(data_root=hq_folder, seed=3), f"data folder {tiny_synthetic} -> {hq_folder}, "
+                                                                "--seed 0 -> 3"),
+                            (dict(batch_size=8, lr=1e-2), "--batch-size 4 -> 8; ")]:  # only the refused ones listed
+        with pytest.raises(TrainingError, match=f"was trained with other settings than this --resume: {listed}"
+                                                 ".*drop those options .*--overwrite"):
+            train(_config(tmp_path, tiny_synthetic, **{**same, "resume": True, **changed}))
+        assert _files(run) == before
+    # where and how it runs may change: threads, workers, time limit, checkpoints, patience
+    capsys.readouterr()
+    train(_config(tmp_path, tiny_synthetic, **same, resume=True, threads=1, workers=1, time_limit=600.0,
+                  checkpoint_every=7, patience=3))
+    assert "note: resuming" not in capsys.readouterr().out
+    # the learning rate and the budget are applied from the resumed step, and said, with the rate's jump
+    train(_config(tmp_path, tiny_synthetic, **{**same, "steps": 15, "lr": 1e-2}, resume=True))
+    assert (f"note: resuming {run} at step 10 with --lr 0.001 -> 0.01, --steps 10 -> 15, applied from this step "
+            f"(learning rate {training.lr_at(10, _config(tmp_path, tiny_synthetic, **same)):.3g} -> "
+            f"{training.lr_at(10, _config(tmp_path, tiny_synthetic, **{**same, 'steps': 15, 'lr': 1e-2})):.3g})"
+            ) in capsys.readouterr().out
+    assert [int(r["step"]) for r in _log(run)] == [5, 10, 15]
+
+
+def test_non_finite_samples_in_a_stem_are_named_before_training(tmp_path, hq_folder):
+    import soundfile as sf
+
+    data = tmp_path / "data"
+    shutil.copytree(hq_folder, data)
+    bad = data / "train" / "a" / "vocals.wav"
+    audio, rate = sf.read(bad, dtype="float32")
+    audio[1000:] = np.nan  # most of the file: today a "diverged" run and a stem that looks silent
+    sf.write(bad, audio, rate, subtype="FLOAT")
+    with pytest.raises(DatasetError, match=f"{bad} holds {audio[1000:].size} non-finite sample\\(s\\) \\(NaN or Inf\\), "
+                                           "the first at sample 1000; repair or replace the file"):
+        train(_config(tmp_path, data, steps=2, steps_per_epoch=2))
+    assert not (tmp_path / "runs" / "conditioned" / "last.ckpt").exists()
+
+
+def test_a_signal_before_the_loop_stops_at_once_and_gives_the_handlers_back(tmp_path, tiny_synthetic):
+    trainer = training.Trainer(_config(tmp_path, tiny_synthetic))
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(training.TrainingInterrupted, match="interrupted by SIGTERM before the first training step; "
+                                                           "nothing was saved") as stop:
+        with trainer.held:  # as fit() holds them; setup (e.g. rendering the data) is under way
+            trainer._catch_signals()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+    assert stop.value.exit_code == 143
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -63,6 +63,20 @@ class SongLength:
         return self.num_samples / self.sample_rate
 
 
+def read_stem(path: Path, *, start: int, length: int, channels: int) -> np.ndarray:
+    """``(channels, samples)`` float32 of the stem file ``path``: at most ``length`` samples from ``start``.
+
+    Raises :class:`DatasetError` naming the file when it holds NaN or Inf (a float file a broken tool wrote): they
+    would make training diverge far from their cause, and make the stem look silent."""
+    data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise DatasetError(f"{path} holds {data.size - int(np.count_nonzero(finite))} non-finite sample(s) (NaN or "
+                           f"Inf), the first at sample {start + int(np.argmin(finite.all(axis=1)))}; repair or "
+                           "replace the file, or move its track out of the dataset")
+    return fit_channels(data.T, channels)
+
+
 @dataclass
 class Track(SongLength):
     """One song: where its stems are (``None`` = silent or missing), its rate (Hz) and length (samples)."""
@@ -102,8 +116,7 @@ class Track(SongLength):
             path = self.stem_paths[stem]
             if path is None or start >= self.num_samples:
                 continue
-            data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
-            data = fit_channels(data.T, self.channels)  # (channels, samples)
+            data = read_stem(path, start=start, length=length, channels=self.channels)
             out[i, :, : data.shape[1]] = data
         if sample_rate is not None and sample_rate != self.sample_rate:
             out = resample(out, orig_rate=self.sample_rate, target_rate=sample_rate)

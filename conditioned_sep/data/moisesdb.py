@@ -34,7 +34,7 @@ import soundfile as sf
 
 from ..audio import AudioError, resample
 from ..stems import COARSE_OF, FINE_STEMS, STEMS
-from .folder import DatasetError, SongLength, env_root, fit_channels
+from .folder import DatasetError, SongLength, env_root, read_stem
 
 ENV_VAR = "MOISESDB_PATH"
 STEM_PARTS: dict[str, str | None] = {
@@ -105,8 +105,7 @@ class MoisesTrack(SongLength):
         for i, stem in enumerate(stems):
             for path in self.files(stem):
                 if path not in cache:
-                    data, _ = sf.read(str(path), start=start, frames=length, dtype="float32", always_2d=True)
-                    cache[path] = fit_channels(data.T, self.channels)
+                    cache[path] = read_stem(path, start=start, length=length, channels=self.channels)
                 data = cache[path]
                 out[i, :, : data.shape[1]] += data
         if sample_rate is not None and sample_rate != self.sample_rate:

@@ -29,6 +29,14 @@ from .render.dataset import ensure_rendered_dataset
 from .synthetic import ensure_synthetic_dataset
 
 DATASET_KINDS = ("default", "synthetic", "folder", "musdb", "moisesdb", "stempeg")
+"""Every dataset kind: the one list that training, evaluation and the command line derive theirs from."""
+ROOTED_KINDS = ("folder", "musdb", "moisesdb")
+"""Kinds named by their root: the command line gives each its own option (``--folder PATH``, ``--musdb [PATH]``,
+``--moisesdb [PATH]``); the others are chosen by name (``--dataset``)."""
+TEST_ONLY_KINDS = {"stempeg": "a test excerpt only (one 4-stem MUSDB18 track shipped with stempeg)"}
+"""Kinds with a ``test`` split only, and what they are."""
+TRAINING_KINDS = tuple(kind for kind in DATASET_KINDS if kind not in TEST_ONLY_KINDS)
+"""Kinds with ``train`` and ``valid`` splits."""
 SPLITS = ("train", "valid", "test")
 HOLD_OUT_EVERY = 10
 """A folder without ``valid/`` validates on every tenth training track (and trains on the others)."""
@@ -56,6 +64,11 @@ class DatasetSpec:
         if self.kind == "stempeg" and self.root is not None:
             raise DatasetError(f"dataset 'stempeg' is the example track inside the stempeg package and takes no "
                                f"root (got {self.root}); for a folder of MUSDB18 use dataset 'musdb'")
+
+    def check_trainable(self) -> None:
+        """Raise :class:`DatasetError` when the kind has no training split (``stempeg``), naming those that do."""
+        if self.kind in TEST_ONLY_KINDS:
+            raise _no_split(self.kind, "train")
 
     def describe(self) -> str:
         """A short human name, e.g. ``folder:/data/stems``."""
@@ -118,9 +131,7 @@ def split_tracks(spec: DatasetSpec, split: str) -> list[Track] | list[StemTrack]
         return tracks
     if spec.kind == "stempeg":
         if split != "test":
-            raise DatasetError(f"dataset 'stempeg' is a test excerpt only (one 4-stem MUSDB18 track shipped with "
-                               f"stempeg) and has no {split} split: evaluate on it; train on 'default', "
-                               "'synthetic', 'musdb', 'moisesdb' or a folder")
+            raise _no_split(spec.kind, split)
         return [example_track()]
     root = Path(spec.root if spec.root is not None else prepare(spec, progress=False).root)
     stems = folder_stems(root)
@@ -133,6 +144,11 @@ def split_tracks(spec: DatasetSpec, split: str) -> list[Track] | list[StemTrack]
     if split == "valid":
         return train[::HOLD_OUT_EVERY]
     return [t for i, t in enumerate(train) if i % HOLD_OUT_EVERY]
+
+
+def _no_split(kind: str, split: str) -> DatasetError:
+    return DatasetError(f"dataset {kind!r} is {TEST_ONLY_KINDS[kind]} and has no {split} split: evaluate on it; "
+                        f"train on one of {', '.join(TRAINING_KINDS)}")
 
 
 def has_own_valid_split(spec: DatasetSpec) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .cache import cache_root, ensure_cached, read_manifest
-from .folder import DatasetError, fit_channels
+from .folder import fit_channels
 
 FORMAT = "conditioned-sep stem cache"
 FORMAT_VERSION = 1
@@ -75,8 +75,8 @@ class StemCache:
     """int16 memory maps of ``tracks`` (as the vocabulary ``stems`` sees them), built under ``root`` on first use.
 
     ``excerpt(track, stem, start, length)`` -> float32 ``(channels, length)`` zero-padded past the end;
-    ``present[track, stem]``: whether that stem sounds anywhere in the track. Raises :class:`DatasetError`
-    naming the track and stem when a stem holds NaN or infinite samples.
+    ``present[track, stem]``: whether that stem sounds anywhere in the track. A file holding NaN or Inf is a
+    :class:`~conditioned_sep.data.folder.DatasetError` naming it (from reading), and no cache is left.
     """
 
     def __init__(self, tracks: Sequence, *, stems: Sequence[str], channels: int, root: Path | None = None,
@@ -90,11 +90,8 @@ class StemCache:
             names, scales, present = [], [], []
             for i, track in enumerate(tqdm(tracks, desc=f"decoding stems once into {self.root}", unit="song",
                                            disable=not progress)):
+                # reading refuses a file holding NaN or Inf (naming it): nothing non-finite reaches the cache
                 audio = fit_channels(track.load(stems=self.stems), channels)  # (n, c, s) float32
-                bad = [s for s, a in zip(self.stems, audio) if not np.isfinite(a).all()]
-                if bad:
-                    raise DatasetError(f"track {track.name}: stem {bad[0]!r} holds NaN or infinite samples; fix or "
-                                       "remove that file")
                 encoded = [_encode(a) for a in audio]
                 folder = tmp / "tracks" / str(i)
                 folder.mkdir(parents=True)
