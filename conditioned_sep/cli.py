@@ -1,7 +1,7 @@
 """Every argument parser of the project: ``conditioned-sep separate | train | evaluate``.
 
 ``train.py`` and ``evaluate.py`` are thin scripts over :func:`run` (the same parsers, under their own names).
-Options of ``train`` and ``evaluate`` are derived from the fields of :class:`~conditioned_sep.training.TrainConfig`
+Options of ``train`` and ``evaluate`` are derived from the fields of :class:`~conditioned_sep.recipe.TrainConfig`
 and :class:`~conditioned_sep.evaluation.EvalConfig` (:func:`add_config_options`), so each default and help text is
 written once, in its dataclass. Library code never exits the process: commands return an exit code.
 """
@@ -34,8 +34,8 @@ from .hardware import resolve_device
 from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
-from .training import (TrainConfig, TrainingError, TrainingInterrupted, apply_budget, existing_run_error,
-                       train_many)
+from .recipe import TrainConfig, TrainingError, apply_budget
+from .training import TrainingInterrupted, existing_run_error, train_many
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
 
@@ -388,7 +388,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = None) -> list[TrainConfig]:
     """One :class:`TrainConfig` per model and seed the parsed ``train`` arguments ask for (same data for each;
-    budgets by ``--budget``, :func:`~conditioned_sep.training.apply_budget`), seed by seed.
+    budgets by ``--budget``, :func:`~conditioned_sep.recipe.apply_budget`), seed by seed.
 
     ``stems``: the vocabulary the dedicated models come from (``--dedicated all`` and ``--all`` train one per
     stem), which also scales the budget of an equal-compute conditioned model trained alone.

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"separator"},
     {"runs"},
     {"data"},
-    {"evaluation"},
+    {"evaluation", "recipe"},
     {"training"},
     {"cli"},
 ]
