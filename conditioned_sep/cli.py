@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import signal
 import sys
 import threading
@@ -45,12 +44,10 @@ DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you nam
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
-    """Parsed arguments, or the exit code argparse asked for (after --help, --version or a usage error)."""
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as done:
-        return int(done.code or 0) if not isinstance(done.code, str) else 2
+def _exit_code(done: SystemExit) -> int:
+    """The exit code argparse asked for (after --help, --version or a usage error): returned, never raised, so
+    that library callers of :func:`run` get a code."""
+    return int(done.code or 0) if not isinstance(done.code, str) else 2
 
 
 def _flag(name: str) -> str:
@@ -346,7 +343,7 @@ _TRAIN_OPTIONS = {
     "what to train": ("arch", "preset", "stems"),
     "budget and optimisation": ("budget", "steps", "epochs", "steps_per_epoch", "batch_size", "accumulate", "lr",
                                 "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay",
-                                "patience", "valid_seconds", "seed"),
+                                "patience", "valid_seconds", "time_limit", "seed"),
     "output": ("out", "name", "resume", "overwrite", "checkpoint_every", "tensorboard", "progress"),
     "hardware": ("device", "precision", "threads", "workers", "stem_cache"),
 }
@@ -380,10 +377,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                               help="feed z to the conditioner as is (onehot) or through a learned embedding; U-Net "
                                    "only")
     _add_dataset_options(parser, what="train on")
-    groups["budget and optimisation"].add_argument(
-        "--time-limit", type=float, default=None, metavar="MINUTES",
-        help="stop each model after this many minutes (validates and checkpoints first; an equal-compute "
-             "conditioned model gets the sum of the dedicated models' limits, see --budget)")
 
 
 def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = None) -> list[TrainConfig]:
@@ -404,8 +397,6 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
         raise TrainingError("--name names one run; it cannot be used when training several models")
     if args.seeds < 1:
         raise TrainingError(f"--seeds must be a positive number of seeds, got {args.seeds}")
-    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
-        raise TrainingError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
     targets: list[str | None]
     if args.all:
         targets = [None, *stems]
@@ -421,14 +412,13 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
     if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
     passed = config_values(args, TrainConfig)
-    for key in ("time_limit", "seed", "out"):  # set per seed, or converted, below
+    for key in ("seed", "out"):  # set per seed below
         passed.pop(key, None)
-    time_limit = None if args.time_limit is None else 60 * args.time_limit
     configs: list[TrainConfig] = []
     for seed in range(args.seed, args.seed + args.seeds):
         out = Path(args.out) if args.seeds == 1 else Path(args.out) / SEED_FOLDER.format(seed=seed)
         group = [TrainConfig(**passed, out=out, seed=seed, target=t, dataset=dataset.kind, data_root=dataset.root,
-                             time_limit=time_limit, model_overrides=overrides if t is None else {})
+                             model_overrides=overrides if t is None else {})
                  for t in targets]
         configs.extend(apply_budget(group, n_stems=len(stems)))
     return configs
@@ -440,7 +430,7 @@ def _budget_line(config: TrainConfig) -> str:
     if config.epochs:
         parts.append(f"at most {config.epochs} epochs")
     if config.time_limit:
-        parts.append(f"at most {config.time_limit / 60:g} min")
+        parts.append(f"at most {config.time_limit:g} min")
     scale = f" ({config.budget}: {config.budget_scale} x a dedicated model's)" if config.budget_scale > 1 else ""
     return f"{config.run_dir}: {config.arch} {config.preset}, seed {config.seed}, {', '.join(parts)}{scale}"
 
@@ -502,15 +492,21 @@ def run(command: str, argv: Sequence[str] | None = None, *, prog: str | None = N
     _, add, execute = COMMANDS[command]
     parser = argparse.ArgumentParser(prog=prog or f"conditioned-sep {command}")
     add(parser)
-    args = _parse(parser, argv)
-    return args if isinstance(args, int) else execute(args, parser.prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:
+        return _exit_code(done)
+    return execute(args, parser.prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conditioned-sep`` console script; returns the exit code."""
     parser = build_parser()
-    args = _parse(parser, argv)
-    return args if isinstance(args, int) else COMMANDS[args.command][2](args, f"{parser.prog} {args.command}")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:
+        return _exit_code(done)
+    return COMMANDS[args.command][2](args, f"{parser.prog} {args.command}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,7 @@ class TrainConfig:
 
     Budget: ``steps`` optimizer steps (default :data:`DEFAULT_STEPS` of the preset), or ``epochs`` epochs of
     ``steps_per_epoch`` steps; training also stops early after ``patience`` epochs without a better
-    validation SDR, or after ``time_limit`` seconds. One optimizer step takes ``accumulate`` micro-batches of
+    validation SDR, or after ``time_limit`` minutes. One optimizer step takes ``accumulate`` micro-batches of
     ``batch_size`` examples on each process. ``budget`` and ``budget_scale`` record how the budget was set: the
     step, epoch and time budgets of an equal-compute conditioned model are ``budget_scale`` times the dedicated
     models' (:func:`apply_budget` multiplies them). ``model_overrides`` are fields of the ``arch``'s config
@@ -115,7 +115,8 @@ class TrainConfig:
         "help": "DataLoader worker processes drawing the examples (0: in the training process); the examples "
                 "are the same whatever the number"})
     time_limit: float | None = field(default=None, metadata={
-        "help": "stop each model after this many seconds (validates and checkpoints first)", "metavar": "SECONDS"})
+        "help": "stop each model after this many minutes (validates and checkpoints first; an equal-compute "
+                "conditioned model gets the sum of the dedicated models' limits, see --budget)", "metavar": "MINUTES"})
     stem_cache: bool = field(default=True, metadata={
         "help": "draw examples from the training stems decoded once into int16 memory maps under the data folder "
                 "($CONDITIONED_SEP_DATA/stems-v1; exact for 16-bit stems); --no-stem-cache reads the files"})
@@ -160,7 +161,9 @@ class TrainConfig:
         for key, value in positive.items():
             # `not value > 0` also refuses NaN; None means "not set" for the optional ones
             if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                out.append(f"{key} must be a positive number (--{key.replace('_', '-')}), got {value}")
+                unit = " of minutes" if key == "time_limit" else ""
+                shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+                out.append(f"{key} must be a positive number{unit} (--{key.replace('_', '-')}), got {shown}")
         for key in ("warmup_steps", "weight_decay", "grad_clip", "wave_loss", "seed", "workers"):
             value = getattr(self, key)
             if not (value >= 0 and math.isfinite(value)):
@@ -212,7 +215,7 @@ class TrainConfig:
 
     def budget_record(self) -> dict[str, Any]:
         """What this model was given, for the run summary: ``{"kind", "scale", "steps", "epochs", "time_limit"}``
-        (steps: the step budget; time_limit in seconds; epochs and time_limit None when not set)."""
+        (steps: the step budget; time_limit in minutes; epochs and time_limit None when not set)."""
         return {"kind": self.budget, "scale": self.budget_scale, "steps": self.total_steps, "epochs": self.epochs,
                 "time_limit": self.time_limit}
 

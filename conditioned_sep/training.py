@@ -687,7 +687,7 @@ class Trainer:
         self._write_log()
         if self.stopper.should_stop:
             return f"early stop: no better validation SDR for {config.patience} epochs"
-        return f"time limit of {config.time_limit} s reached" if timed_out else ""
+        return f"time limit of {config.time_limit:g} min reached" if timed_out else ""
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
@@ -719,7 +719,7 @@ class Trainer:
         self.in_loop = True
         for batch in batches:
             loss = self.train_step(batch)
-            timed_out = config.time_limit is not None and time.perf_counter() - self.t_start > config.time_limit
+            timed_out = config.time_limit is not None and time.perf_counter() - self.t_start > 60 * config.time_limit
             # one collective per step: the mean loss over the ranks, whether any rank ran out of time or was signalled
             loss_sum, n_timed_out, n_signalled = distributed.all_reduce_sum(
                 [loss, float(timed_out), float(self.stop_signal is not None)])

@@ -185,7 +185,7 @@ def test_overwrite_deletes_nothing_until_every_check_passed(tmp_path, tiny_synth
     (dict(lr=-1), "lr must be a positive number"),
     (dict(lr=float("nan")), "lr must be a positive number"),
     (dict(patience=0), r"patience must be a positive number \(--patience\)"),
-    (dict(time_limit=-1), r"time_limit must be a positive number \(--time-limit\)"),
+    (dict(time_limit=-1), r"time_limit must be a positive number of minutes \(--time-limit\), got -1"),
     (dict(accumulate=0), "accumulate must be a positive number"),
     (dict(warmup_steps=-1), "warmup_steps must be >= 0"),
     (dict(workers=-1), "workers must be >= 0"),
@@ -405,7 +405,7 @@ def test_equal_compute_gives_the_conditioned_model_the_dedicated_models_sum():
     # epochs and time limits scale too (the step budget follows the epochs)
     got = budgets("--dedicated", "all", "--with-conditioned", "--epochs", "2", "--steps-per-epoch", "10",
                   "--time-limit", "1.5")
-    assert got[0] == (None, 2 * n * 10, 2 * n, 90.0 * n, n) and got[1] == ("vocals", 20, 2, 90.0, 1)
+    assert got[0] == (None, 2 * n * 10, 2 * n, 1.5 * n, n) and got[1] == ("vocals", 20, 2, 1.5, 1)
     # one dedicated model beside it: the same budget; the conditioned model alone: the budget x the stems
     assert budgets("--dedicated", "bass", "--with-conditioned", "--steps", "7") == [(None, 7, None, None, 1),
                                                                                   ("bass", 7, None, None, 1)]
@@ -678,9 +678,9 @@ def test_sigint_and_sigterm_save_the_step_reached_and_a_second_run_is_refused_me
 def test_command_line_speaks_in_its_own_units_and_keeps_runs_inside_out(tmp_path, tiny_synthetic, capsys):
     args = ["--folder", str(tiny_synthetic), "--preset", "tiny", "--out", str(tmp_path / "runs")]
     assert main([*args, "--time-limit", "-1"]) == 2
-    assert "--time-limit must be a positive number of minutes, got -1" in capsys.readouterr().err
+    assert "time_limit must be a positive number of minutes (--time-limit), got -1" in capsys.readouterr().err
     assert main([*args, "--time-limit", "nan"]) == 2
-    assert "minutes, got nan" in capsys.readouterr().err
+    assert "minutes (--time-limit), got nan" in capsys.readouterr().err
     assert main([*args, "--name", "../../escaped"]) == 2
     assert "name must be a plain folder name" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, inside --out or outside it
