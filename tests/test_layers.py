@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"kernels"},
     {"metrics", "spectral", "film"},
     {"museval_io", "report", "chunking"},
+    {"page"},
     {"models"},
     {"checkpoint"},
     {"separator"},
