@@ -32,7 +32,7 @@ Results folder (``out``)::
     sdr.png sir.png sar.png isr.png new_sdr.png
     museval/<model>/<split>/<track>.json   museval format (``museval.MethodStore().add_eval_dir``)
     tracks/<model>/<track>.json    the resume cache: one file per model and track, written atomically
-    index.html, listen/            the listening page (:mod:`conditioned_sep.page`; ``page=False`` / ``--no-page``: none)
+    index.html, listen/            the listening page (:mod:`conditioned_sep.page`; none with ``--no-page``)
     clips/<track>/                 the page's excerpts, written while a track is scored (``track/``: mixture and
                                    references; ``rows/<model>/``: a model's estimates), so that a resumed run has them
 
@@ -480,43 +480,38 @@ def _evaluate_track_rows(track, rows: list[_Row], todo: list[str], config: EvalC
     span = page.excerpt_span(references, rate, seconds=None if config.page_full else page.EXCERPT_SECONDS)
     records = []
     prepared: dict = {}  # one factorisation of each scoring set's references, shared by every row
-    with contextlib.ExitStack() as track_clips:  # the page's clips encode while the rows are scored
+    # the page's clips encode in the background while the rows are scored and are published at the end of the
+    # track; a run killed before that has the rows' scores but not their clips, which it then separates again
+    with contextlib.ExitStack() as clips:
         if config.page and not _track_clips_ready(config, track, wanted):
-            clips = {"mixture": mixture, **{q.name: _reference(references, vocabulary, q) for q in wanted}}
-            track_clips.enter_context(page.writing_clips(_clip_folder(config, track), clips, rate=rate, span=span,
-                                                         key=_track_clips_key(config, track)))
+            clips.enter_context(page.writing_clips(
+                _clip_folder(config, track), {"mixture": mixture, **{q.name: _reference(references, vocabulary, q)
+                                                                     for q in wanted}},
+                rate=rate, span=span, key=_track_clips_key(config, track)))
         for row in rows:
             if row.name not in todo and row.name not in clips_only:
                 continue
             queries = _conditions_for(row, wanted)
             estimates, seconds = row.estimate(mixture, references, queries, rate)
-            with _row_clips(config, track, row, rows, wanted, estimates, rate=rate, span=span):
-                if row.name not in todo:
-                    continue
-                if config.estimates is not None and row.kind != "reference":
-                    for q in queries:
-                        path = _estimate_path(config, row.name, track, q.name)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        write_audio(path, estimates[q.name], rate, subtype="FLOAT")
-                scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared,
-                                vocabulary=vocabulary)
-                record = _TrackRecord(model=row.name, track=track.name, scores=scores, seconds=seconds,
-                                      fingerprint=_record_fingerprint(row, config, wanted),
-                                      audio_seconds=references.shape[-1] / rate)
-            _write_outputs_for_track(config, record, track_split(track, config))  # after the row's clips
+            if config.page and _on_page(row, rows):
+                clips.enter_context(page.writing_clips(
+                    _clip_folder(config, track, row), {q.name: estimates[q.name] for q in queries}, rate=rate,
+                    span=span, key=_row_clips_key(row, config, wanted)))
+            if row.name not in todo:
+                continue
+            if config.estimates is not None and row.kind != "reference":
+                for q in queries:
+                    path = _estimate_path(config, row.name, track, q.name)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_audio(path, estimates[q.name], rate, subtype="FLOAT")
+            scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared,
+                            vocabulary=vocabulary)
+            record = _TrackRecord(model=row.name, track=track.name, scores=scores, seconds=seconds,
+                                  fingerprint=_record_fingerprint(row, config, wanted),
+                                  audio_seconds=references.shape[-1] / rate)
+            _write_outputs_for_track(config, record, track_split(track, config))
             records.append(record)
     return records
-
-
-def _row_clips(config: EvalConfig, track, row: _Row, rows: list[_Row], wanted: list[StemQuery],
-               estimates: dict[str, np.ndarray], *, rate: int, span: tuple[int, int]):
-    """A context in which a row's page clips encode (:func:`conditioned_sep.page.writing_clips`), or nothing to do
-    for a row that is not on the page."""
-    if not (config.page and _on_page(row, rows)):
-        return contextlib.nullcontext()
-    return page.writing_clips(_clip_folder(config, track, row),
-                              {q.name: estimates[q.name] for q in _conditions_for(row, wanted)}, rate=rate,
-                              span=span, key=_row_clips_key(row, config, wanted))
 
 
 def _reference(references: np.ndarray, vocabulary: Sequence[str], query: StemQuery) -> np.ndarray:
@@ -771,5 +766,7 @@ def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> Evaluation
     if config.page:
         files["index.html"] = _write_page(config, rows, tracks, records, table=table, comparisons=comparisons,
                                           plots=plots, title=title)
+    else:
+        page.remove_page(out)
     return EvaluationResult(scores=scores, table=table, comparisons=comparisons, costs=costs, markdown=markdown,
                             files=files)

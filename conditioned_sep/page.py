@@ -43,16 +43,17 @@ from .stems import STEMS
 
 EXCERPT_SECONDS = 10.0
 """Length of a track's excerpt on the page (``full`` clips: the whole track)."""
-OPUS_BITRATE = "48k"
-"""Opus bit rate of a stereo clip: about 60 kB per 10 s, so that the default test split's page stays under 30 MB."""
+OPUS_BITRATE = "40k"
+"""Opus bit rate of a clip: about 55 kB per 10 s of stereo, so that the default test split's page (350 clips) stays
+well under 30 MB."""
 CLIP_SUFFIX = ".ogg"
-CLIPS_VERSION = 1  # in every stamp: a change of format or span rule makes every clip stale
+CLIPS_VERSION = 2  # in every stamp: a change of format or span rule makes every clip stale
 STAMP = "clips.json"
 PAGE_FOLDER = "listen"
 _OURS = ".conditioned-sep-page"  # marks the page folder as ours: a folder of that name without it is left alone
-_SPECTROGRAM = {"width": 240, "height": 90, "n_fft": 2048, "low_hz": 40.0, "high_hz": 16000.0, "floor_db": -100.0,
-                "top_db": -10.0}
-_MAGMA = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21),
+_SPECTROGRAM = {"width": 200, "height": 72, "n_fft": 2048, "low_hz": 40.0, "high_hz": 16000.0, "floor_db": -100.0,
+                "top_db": -10.0, "levels": 32}  # 32 colours: steps of 2.8 dB, and a third less PNG than 256
+_INFERNO = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21),
                    (250, 193, 39), (252, 255, 164)], dtype=np.float64)  # stops of matplotlib's inferno
 
 
@@ -101,7 +102,7 @@ def _encoding(clips: dict[Path, np.ndarray], rate: int, workdir: Path) -> Iterat
     outputs, sources = [], []
     for k, (path, audio) in enumerate(clips.items()):
         sources.append(workdir / f".{k}.wav")
-        sf.write(sources[-1], audio.T, rate, subtype="FLOAT")
+        sf.write(sources[-1], np.clip(audio.T, -1, 1), rate, subtype="PCM_16")  # half the bytes of float to pass on
         command += ["-i", str(sources[-1])]
         outputs += ["-map", f"{k}:a", "-c:a", "libopus", "-b:a", OPUS_BITRATE, "-compression_level", "5", str(path)]
     process = subprocess.Popen(command + outputs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -119,7 +120,7 @@ def _encoding(clips: dict[Path, np.ndarray], rate: int, workdir: Path) -> Iterat
 
 
 def _png(pixels: np.ndarray, palette: np.ndarray) -> bytes:
-    """An 8-bit palette PNG of ``pixels`` ``(height, width)`` uint8 indices into ``palette`` ``(256, 3)``."""
+    """An 8-bit palette PNG of ``pixels`` ``(height, width)`` uint8 indices into ``palette`` ``(colours, 3)``."""
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
@@ -144,10 +145,11 @@ def spectrogram_png(audio: np.ndarray, rate: int) -> bytes:
     freqs = np.geomspace(p["low_hz"], min(p["high_hz"], rate / 2), p["height"])[::-1]  # top row: high
     bins = np.clip(np.round(freqs * n_fft / rate).astype(np.int64), 0, magnitude.shape[1] - 1)
     db = 20 * np.log10(magnitude[:, bins].T + 1e-12)  # (height, width)
+    top = p["levels"] - 1
     level = (db - p["floor_db"]) / (p["top_db"] - p["floor_db"])
-    pixels = np.clip(np.round(level * 255), 0, 255).astype(np.uint8)
-    stops = np.linspace(0, 255, len(_MAGMA))
-    palette = np.stack([np.interp(np.arange(256), stops, _MAGMA[:, c]) for c in range(3)], axis=1)
+    pixels = np.clip(np.round(level * top), 0, top).astype(np.uint8)
+    stops = np.linspace(0, top, len(_INFERNO))
+    palette = np.stack([np.interp(np.arange(top + 1), stops, _INFERNO[:, c]) for c in range(3)], axis=1)
     return _png(pixels, np.round(palette))
 
 
@@ -225,8 +227,9 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}h3{font-size:1.05em;margi
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;
 vertical-align:top}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .better{color:#060;font-weight:600}.worse{color:#a00;font-weight:600}.note{color:#555;font-size:.9em}
-img.plot{max-width:100%;width:900px;border:1px solid #ddd;display:block;margin:.3em 0}table.players td{text-align:center;width:190px}
-table.players audio{width:185px;height:32px}table.players img{display:block;width:185px;height:70px;
+img.plot{max-width:100%;width:900px;border:1px solid #ddd;display:block;margin:.3em 0}
+table.players td{text-align:center;width:190px}
+table.players audio{width:185px;height:32px}table.players img{display:block;width:185px;height:67px;
 margin:2px auto;image-rendering:pixelated}.sdr{font-size:.9em}
 """
 
@@ -286,8 +289,9 @@ def _difference_table(comparisons: list[ComparisonRow], conditioned: str, dedica
                 cells.append("<td></td>")
                 continue
             verdict = f" <span class='{c.verdict}'>{c.verdict}</span>" if not math.isnan(c.ci_low) else ""
-            cells.append(f"<td title='p = {c.p_value:.3g} (Wilcoxon)'"
-                         f"{_attrs(kind='difference', model=conditioned, reference_model=dedicated, condition=condition, metric=metric)}>"
+            key = _attrs(kind="difference", model=conditioned, reference_model=dedicated, condition=condition,
+                         metric=metric)
+            cells.append(f"<td title='p = {c.p_value:.3g} (Wilcoxon)'{key}>"
                          f"{_num(c.median_diff, sign=True)}{_interval(c.ci_low, c.ci_high, sign=True)}{verdict}</td>")
         sdr = by.get((condition, "SDR")) or next(iter(c for c in mine if c.condition == condition))
         cells += [f"<td>{sdr.tracks}</td>", f"<td>{sdr.wins}/{sdr.tracks}</td>"]
@@ -309,7 +313,9 @@ def _player(src: str, picture: str, caption: str) -> str:
 
 
 def _sdr_caption(sdr: float | None) -> str:
-    return "" if sdr is None else f"SDR {_num(sdr)} dB"
+    if sdr is None:
+        return ""
+    return "no SDR: silent reference" if math.isnan(sdr) else f"SDR {_num(sdr)} dB"
 
 
 def _listening(folder: Path, tracks: list[TrackClips], columns: list[Column],
@@ -349,6 +355,16 @@ def _listening(folder: Path, tracks: list[TrackClips], columns: list[Column],
             rows.append("<tr>" + "".join(cells) + "</tr>")
         out.append("\n".join(rows) + "</table>")
     return "\n".join(out)
+
+
+def remove_page(out: Path) -> None:
+    """Remove the page of an earlier run from ``out`` (a run without a page must not leave an older one that
+    disagrees with its tables): ``listen/`` and ``index.html``, only where ``listen/`` carries the mark of this
+    project."""
+    folder = Path(out) / PAGE_FOLDER
+    if (folder / _OURS).is_file():
+        (Path(out) / "index.html").unlink(missing_ok=True)
+        shutil.rmtree(folder)
 
 
 def write_page(out: Path, *, title: str, table: list[AggregateRow], comparisons: list[ComparisonRow],

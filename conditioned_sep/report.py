@@ -576,8 +576,8 @@ def metric_figure(scores, metric: str, *, title: str | None = None):
     ax.set_ylabel(f"{metric} (dB)")
     ax.set_title(title or f"{metric} per track ({'whole track' if metric == NEW_SDR else 'median over frames'})")
     if any(v > high or v < low for _, _, values in boxes for v in values):
-        ax.text(1.0, -0.1, "\u25b2 n: X = n tracks above the axis, the highest at X dB (\u25bc below)", transform=ax.transAxes,
-                ha="right", va="top", fontsize="x-small")
+        ax.text(1.0, -0.1, "\u25b2 n: X = n tracks above the axis, the highest at X dB (\u25bc below)",
+                transform=ax.transAxes, ha="right", va="top", fontsize="x-small")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
