@@ -134,6 +134,10 @@ def test_rerun_replaces_the_page_whole_and_cached_tracks_keep_their_audio(tmp_pa
     html = (out / "index.html").read_text()
     assert "track 1" not in html and not (out / "listen" / "1").exists() and (out / "listen" / "0").is_dir()
     assert json.loads((out / "clips" / "track 0" / "rows" / "conditioned" / "clips.json").read_text()) == stamp
+    # whole tracks instead of excerpts: new clips, again without scoring
+    evaluation.evaluate(_config(out, run_folder, short_songs, oracle="none", tracks=1, page_full=True))
+    assert "full=True" in json.loads((out / "clips" / "track 0" / "rows" / "conditioned" / "clips.json").read_text())[
+        "key"] and "whole tracks" in (out / "index.html").read_text()
     # a folder of the page's name that the project did not write is never deleted
     shutil.rmtree(out / "listen")
     (out / "listen").mkdir()
