@@ -107,8 +107,8 @@ def _encoding(clips: dict[Path, np.ndarray], rate: int, workdir: Path) -> Iterat
         sources.append(workdir / f".{k}.wav")
         sf.write(sources[-1], np.clip(audio.T, -1, 1), rate, subtype="PCM_16")  # half the bytes of float to pass on
         command += ["-i", str(sources[-1])]
-        outputs += ["-map", f"{k}:a", "-c:a", "libopus", "-b:a", OPUS_BITRATE, "-compression_level", str(OPUS_COMPLEXITY),
-                    str(path)]
+        outputs += ["-map", f"{k}:a", "-c:a", "libopus", "-b:a", OPUS_BITRATE,
+                    "-compression_level", str(OPUS_COMPLEXITY), str(path)]
     process = subprocess.Popen(command + outputs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         yield
