@@ -330,7 +330,8 @@ def run_evaluate(args: argparse.Namespace, prog: str) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(result.markdown)
-    print(f"results in {config.out}/ (results.md, results.csv, frames.csv, *.png, museval/)", file=sys.stderr)
+    page = ", index.html: the listening page" if config.page else ""
+    print(f"results in {config.out}/ (results.md, results.csv, frames.csv, *.png, museval/{page})", file=sys.stderr)
     return 0
 
 

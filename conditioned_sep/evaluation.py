@@ -32,6 +32,9 @@ Results folder (``out``)::
     sdr.png sir.png sar.png isr.png new_sdr.png
     museval/<model>/<split>/<track>.json   museval format (``museval.MethodStore().add_eval_dir``)
     tracks/<model>/<track>.json    the resume cache: one file per model and track, written atomically
+    index.html, listen/            the listening page (:mod:`conditioned_sep.page`; none with ``--no-page``)
+    clips/<track>/                 the page's excerpts, written while a track is scored (``track/``: mixture and
+                                   references; ``rows/<model>/``: a model's estimates), so that a resumed run has them
 
 With ``estimates`` (``--estimates DIR``), the separated stems go to ``DIR/<model>/<split>/<track>/<condition>.wav``;
 a resumed run separates again any cached track whose estimate files are missing.
@@ -43,6 +46,7 @@ EvaluationResult``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -62,7 +66,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import report
+from . import page, report
 from .audio import to_numpy, write_audio
 from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
@@ -119,6 +123,9 @@ class EvalConfig:
     device: str = field(default="cpu", metadata={"help": "torch device of the separators"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     restart: bool = field(default=False, metadata={"help": "score every track again (ignore the cache)"})
+    page: bool = field(default=True, metadata={
+        "help": "the listening page index.html (tables, plots, players of an excerpt of every track)"})
+    page_full: bool = field(default=False, metadata={"help": "whole tracks on the listening page, not excerpts"})
     stems: tuple[str, ...] | None = field(default=None, metadata={
         "help": "the stem vocabulary scored, comma-separated (default: the first model's, else vocals,drums,bass,"
                 "other); every model must have it"})
@@ -468,35 +475,96 @@ def _write_outputs_for_track(config: EvalConfig, record: _TrackRecord, split: st
 
 
 def _evaluate_track(track, rows: list[_Row], todo: list[str], config: EvalConfig, wanted: list[StemQuery],
-                    vocabulary: tuple[str, ...]) -> list[_TrackRecord]:
+                    vocabulary: tuple[str, ...], clips_only: Sequence[str] = ()) -> list[_TrackRecord]:
     with no_huge_pages():  # large arrays come and go for minutes: see metrics.no_huge_pages
-        return _evaluate_track_rows(track, rows, todo, config, wanted, vocabulary)
+        return _evaluate_track_rows(track, rows, todo, config, wanted, vocabulary, clips_only)
 
 
 def _evaluate_track_rows(track, rows: list[_Row], todo: list[str], config: EvalConfig, wanted: list[StemQuery],
-                         vocabulary: tuple[str, ...]) -> list[_TrackRecord]:
+                         vocabulary: tuple[str, ...], clips_only: Sequence[str] = ()) -> list[_TrackRecord]:
+    """Score the rows named in ``todo`` on ``track`` (and write their page clips); of the rows named in
+    ``clips_only`` (scores cached, clips missing) only separate the track and write the clips."""
     rate = int(track.sample_rate)
     references = load_references(track, vocabulary)  # (stems, c, samples) float32
     mixture = references.sum(0)
+    span = page.excerpt_span(references, rate, seconds=None if config.page_full else page.EXCERPT_SECONDS)
     records = []
     prepared: dict = {}  # one factorisation of each scoring set's references, shared by every row
-    for row in rows:
-        if row.name not in todo:
-            continue
-        queries = _conditions_for(row, wanted)
-        estimates, seconds = row.estimate(mixture, references, queries, rate)
-        if config.estimates is not None and row.kind != "reference":
-            for q in queries:
-                path = _estimate_path(config, row.name, track, q.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_audio(path, estimates[q.name], rate, subtype="FLOAT")
-        scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared,
-                        vocabulary=vocabulary)
-        record = _TrackRecord(model=row.name, track=track.name, fingerprint=_record_fingerprint(row, config, wanted),
-                              scores=scores, seconds=seconds, audio_seconds=references.shape[-1] / rate)
-        _write_outputs_for_track(config, record, track_split(track, config))
-        records.append(record)
+    # the page's clips encode in the background while the rows are scored and are published at the end of the
+    # track; a run killed before that has the rows' scores but not their clips, which it then separates again
+    with contextlib.ExitStack() as clips:
+        if config.page and not _track_clips_ready(config, track, wanted):
+            clips.enter_context(page.writing_clips(
+                _clip_folder(config, track), {"mixture": mixture, **{q.name: _reference(references, vocabulary, q)
+                                                                     for q in wanted}},
+                rate=rate, span=span, key=_track_clips_key(config, track)))
+        for row in rows:
+            if row.name not in todo and row.name not in clips_only:
+                continue
+            queries = _conditions_for(row, wanted)
+            estimates, seconds = row.estimate(mixture, references, queries, rate)
+            if config.page and _on_page(row, rows):
+                clips.enter_context(page.writing_clips(
+                    _clip_folder(config, track, row), {q.name: estimates[q.name] for q in queries}, rate=rate,
+                    span=span, key=_row_clips_key(row, config, wanted)))
+            if row.name not in todo:
+                continue
+            if config.estimates is not None and row.kind != "reference":
+                for q in queries:
+                    path = _estimate_path(config, row.name, track, q.name)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_audio(path, estimates[q.name], rate, subtype="FLOAT")
+            scores = _score(row, track.name, references, mixture, estimates, queries, rate, prepared=prepared,
+                            vocabulary=vocabulary)
+            record = _TrackRecord(model=row.name, track=track.name, scores=scores, seconds=seconds,
+                                  fingerprint=_record_fingerprint(row, config, wanted),
+                                  audio_seconds=references.shape[-1] / rate)
+            _write_outputs_for_track(config, record, track_split(track, config))
+            records.append(record)
     return records
+
+
+def _reference(references: np.ndarray, vocabulary: Sequence[str], query: StemQuery) -> np.ndarray:
+    """The reference of a condition ``(channels, samples)``: the sum of its stems."""
+    return references[[vocabulary.index(s) for s in query.stems]].sum(0)
+
+
+def _on_page(row: _Row, rows: list[_Row]) -> bool:
+    """Whether a row's estimates are played on the listening page: the first seed of each model and the oracle
+    (the mixture row's estimate is the mixture, played once per track)."""
+    return not isinstance(row, _MixtureRow) and next(r for r in rows if r.model == row.model) is row
+
+
+def _clip_folder(config: EvalConfig, track, row: _Row | None = None) -> Path:
+    """``clips/<track>/track`` (mixture and references) or ``clips/<track>/rows/<row>`` (a row's estimates)."""
+    folder = config.out / "clips" / _safe(track.name)
+    return folder / "track" if row is None else folder / "rows" / _safe(row.name)
+
+
+def _clips_setting(config: EvalConfig) -> str:
+    return f"full={config.page_full}|seconds={page.EXCERPT_SECONDS}"
+
+
+def _track_clips_key(config: EvalConfig, track) -> str:
+    data = config.dataset
+    return f"{track.name}|data={data.kind}:{data.root}:{config.split}|{_clips_setting(config)}"
+
+
+def _row_clips_key(row: _Row, config: EvalConfig, wanted: list[StemQuery]) -> str:
+    return f"{_record_fingerprint(row, config, wanted)}|{_clips_setting(config)}"
+
+
+def _track_clips_ready(config: EvalConfig, track, wanted: list[StemQuery]) -> bool:
+    return page.clips_ready(_clip_folder(config, track), key=_track_clips_key(config, track),
+                            names=["mixture", *(q.name for q in wanted)])
+
+
+def _clips_missing(config: EvalConfig, row: _Row, track, rows: list[_Row], wanted: list[StemQuery]) -> bool:
+    """Whether the page wants clips of this row that are not there, or were made from something else (another
+    checkpoint, another excerpt setting): the track is then separated again, not scored."""
+    return config.page and _on_page(row, rows) and not page.clips_ready(
+        _clip_folder(config, track, row), key=_row_clips_key(row, config, wanted),
+        names=[q.name for q in _conditions_for(row, wanted)])
 
 
 def track_split(track, config: EvalConfig) -> str:
@@ -541,9 +609,10 @@ def _init_worker(config: EvalConfig, threads: int, parent: int) -> None:
     _WORKER["wanted"] = conditions(_WORKER["vocabulary"], config.sums)
 
 
-def _worker_task(track_name: str, todo: list[str]) -> list[_TrackRecord]:
+def _worker_task(track_name: str, todo: list[str], clips_only: list[str]) -> list[_TrackRecord]:
     w = _WORKER
-    return _evaluate_track(w["tracks"][track_name], w["rows"], todo, w["config"], w["wanted"], w["vocabulary"])
+    return _evaluate_track(w["tracks"][track_name], w["rows"], todo, w["config"], w["wanted"], w["vocabulary"],
+                           clips_only)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -600,30 +669,63 @@ def _evaluate(config: EvalConfig, out: Path) -> EvaluationResult:
 
     records: dict[tuple[str, str], _TrackRecord] = {}
     todo: dict[str, list[str]] = {}
+    clips_only: dict[str, list[str]] = {}  # scores cached, page clips missing: separated again, not scored
     for track in tracks:
         for row in rows:
             fingerprint = _record_fingerprint(row, config, wanted)
             cached = None if config.restart else _read_cache(out, row.name, track.name, fingerprint)
             if cached is not None and not _estimates_missing(config, row, track, wanted):
                 records[(row.name, track.name)] = cached
+                if _clips_missing(config, row, track, rows, wanted):
+                    clips_only.setdefault(track.name, []).append(row.name)
             else:
                 todo.setdefault(track.name, []).append(row.name)
+        if config.page and track.name not in todo and not _track_clips_ready(config, track, wanted):
+            clips_only.setdefault(track.name, [])  # the track's own clips (mixture, references) only
+    todo = {t.name: todo.get(t.name, []) for t in tracks if t.name in todo or t.name in clips_only}
     if todo:
         bar = tqdm(total=len(todo), desc="evaluate", unit="track", disable=not config.progress, file=sys.stderr)
         if records:
-            bar.write(f"evaluate: resuming, {len(tracks) - len(todo)} of {len(tracks)} tracks already scored")
+            scored = len(tracks) - sum(1 for names in todo.values() if names)
+            bar.write(f"evaluate: resuming, {scored} of {len(tracks)} tracks already scored")
         by_name = {t.name: t for t in tracks}
         try:
             if config.jobs == 1:
                 for name, names in todo.items():
-                    for record in _evaluate_track(by_name[name], rows, names, config, wanted, vocabulary):
+                    for record in _evaluate_track(by_name[name], rows, names, config, wanted, vocabulary,
+                                                  clips_only.get(name, [])):
                         records[(record.model, record.track)] = record
                     bar.update(1)
             else:
-                _evaluate_parallel(config, todo, records, bar)
+                _evaluate_parallel(config, todo, clips_only, records, bar)
         finally:
             bar.close()
     return _finish(config, rows, tracks, records)
+
+
+def _write_page(config: EvalConfig, rows: list[_Row], tracks, records, *, table, comparisons, plots, title: str
+                ) -> Path:
+    """The listening page of this run's rows and tracks, from the clips written while scoring."""
+    scored = report.order_conditions(s.condition for record in records.values() for s in record.scores)
+    columns = []
+    for row in rows:
+        if _on_page(row, rows):
+            seeds = sorted({r.seed for r in rows if r.model == row.model and r.seed is not None})
+            label = row.model if len(seeds) < 2 else f"{row.model} (seed {row.seed} of {len(seeds)})"
+            columns.append(page.Column(model=row.model, label=label, folders={
+                t.name: _clip_folder(config, t, row) for t in tracks}))
+    sdr = {}
+    for (name, _), record in records.items():
+        row = next(r for r in rows if r.name == name)
+        if _on_page(row, rows) or isinstance(row, _MixtureRow):
+            sdr.update({(row.model, s.track, s.condition): s.track_score("SDR") for s in record.scores})
+    clips = [page.TrackClips(name=t.name, conditions=scored, folder=_clip_folder(config, t))
+             for t in tracks]
+    span = "whole tracks" if config.page_full else f"an excerpt of {page.EXCERPT_SECONDS:g} s per track"
+    notes = (f"{span}; estimates of the first seed of each model (its own SDR under each player); the tables are "
+             "results.csv's (2 decimals), the plots the PNG files beside this page.")
+    return page.write_page(config.out, title=title, table=table, comparisons=comparisons, plots=plots,
+                           tracks=clips, columns=columns, sdr=sdr, notes=notes)
 
 
 def _notes(rows: list[_Row]) -> str:
@@ -642,13 +744,14 @@ def _notes(rows: list[_Row]) -> str:
     return "Notes: " + " ".join(notes) + "\n"
 
 
-def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], records: dict, bar) -> None:
+def _evaluate_parallel(config: EvalConfig, todo: dict[str, list[str]], clips_only: dict[str, list[str]],
+                       records: dict, bar) -> None:
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     # spawn, not fork: a forked torch with live OpenMP threads can hang
     pool = ProcessPoolExecutor(max_workers=config.jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(config, threads, os.getpid()))
     try:
-        futures = [pool.submit(_worker_task, name, wanted) for name, wanted in todo.items()]
+        futures = [pool.submit(_worker_task, name, names, clips_only.get(name, [])) for name, names in todo.items()]
         for future in as_completed(futures):
             for record in future.result():
                 records[(record.model, record.track)] = record
@@ -684,7 +787,13 @@ def _finish(config: EvalConfig, rows: list[_Row], tracks, records) -> Evaluation
         "condition.csv": report.write_condition_csv(out / "condition.csv", scores),
     }
     atomic_write_text(files["results.md"], markdown)
-    for path in report.plot_metrics(out, scores):
+    plots = report.plot_metrics(out, scores)
+    for path in plots:
         files[path.name] = path
+    if config.page:
+        files["index.html"] = _write_page(config, rows, tracks, records, table=table, comparisons=comparisons,
+                                          plots=plots, title=title)
+    else:
+        page.remove_page(out)
     return EvaluationResult(scores=scores, table=table, comparisons=comparisons, costs=costs, markdown=markdown,
                             files=files)

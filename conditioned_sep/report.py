@@ -14,7 +14,8 @@ within them, seeds (:func:`bootstrap_median`); conditioned minus dedicated gets 
   summarize(scores) -> [AggregateRow]            compare(scores, conditioned=, dedicated=) -> [ComparisonRow]
   markdown_tables(rows, comparisons=, costs=, title=) -> str
   write_frames_csv(path, scores), write_results_csv(path, rows, comparisons=, costs=), write_condition_csv(path, scores)
-  plot_metric(path, scores, metric), plot_metrics(out_dir, scores) -> [Path]   (matplotlib, Agg backend)
+  plot_metric(path, scores, metric), plot_metrics(out_dir, scores) -> [Path]   (matplotlib, Agg backend; the value
+  axis spans the bulk of the data, bulk_limits, and marks what falls outside it)
 """
 
 from __future__ import annotations
@@ -501,9 +502,32 @@ def write_results_csv(path, rows: list[AggregateRow], *, comparisons: list[Compa
     return _write_csv(path, header, out)
 
 
-def plot_metric(path, scores, metric: str, *, title: str | None = None) -> Path:
-    """A PNG of per-condition box plots of track scores (nanmedian over frames), one box per model, as the SiSEC
-    plots show them. ``metric`` is one of :data:`TABLE_METRICS`."""
+def bulk_limits(groups: Sequence[Sequence[float]], *, margin: float = 0.06) -> tuple[float, float]:
+    """Axis limits that hold the bulk of every group: from the lowest to the highest box-plot whisker (the most
+    extreme value within 1.5 interquartile ranges of its box, as matplotlib draws them), widened by ``margin`` of
+    the span, so that one outlier (an oracle at 138 dB on a track whose stem is silent) cannot flatten every box;
+    ``(-1, 1)`` without a finite value."""
+    low, high = math.inf, -math.inf
+    for values in groups:
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not v.size:
+            continue
+        q1, q3 = np.percentile(v, [25, 75])
+        reach = 1.5 * (q3 - q1)
+        low = min(low, float(v[v >= q1 - reach].min()))
+        high = max(high, float(v[v <= q3 + reach].max()))
+    if math.isinf(low):
+        return -1.0, 1.0
+    pad = margin * (high - low) or 1.0
+    return low - pad, high + pad
+
+
+def metric_figure(scores, metric: str, *, title: str | None = None):
+    """A matplotlib ``Figure`` of per-condition box plots of track scores (nanmedian over frames), one box per model,
+    as the SiSEC plots show them; ``metric`` is one of :data:`TABLE_METRICS`. The value axis spans the bulk of the
+    data (:func:`bulk_limits`); a value beyond it is drawn as a triangle on the edge, with the count of such values
+    and the farthest of them written beside it."""
     # a bare Figure renders with Agg and leaves pyplot's global backend and figure list alone (no window, no
     # state shared with a caller's own plots, fine in worker processes and on servers)
     import matplotlib
@@ -516,32 +540,54 @@ def plot_metric(path, scores, metric: str, *, title: str | None = None) -> Path:
     colors = matplotlib.colormaps["tab10"]
     fig = Figure(figsize=(max(6.0, 0.4 * len(conditions) * max(1, len(models)) + 2), 4.5))
     ax = fig.subplots()
+    boxes: list[tuple[int, float, list[float]]] = []  # (model index, position, values)
     for k, model in enumerate(models):
-        positions, data = [], []
         for i, condition in enumerate(conditions):
             values = [v for v in table.get((model, condition), {}).values() if not math.isnan(v)]
             if values:
-                positions.append(i - 0.4 + width * (k + 0.5))
-                data.append(values)
-        if not data:
+                boxes.append((k, i - 0.4 + width * (k + 0.5), values))
+    low, high = bulk_limits([values for _, _, values in boxes])
+    for k, model in enumerate(models):
+        mine = [(position, values) for j, position, values in boxes if j == k]
+        if not mine:
             continue
-        parts = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=True,
+        parts = ax.boxplot([values for _, values in mine], positions=[position for position, _ in mine],
+                           widths=width * 0.85, patch_artist=True, showfliers=True,
                            medianprops={"color": "black"})
         for box in parts["boxes"]:
             box.set_facecolor(colors(k % 10))
             box.set_alpha(0.8)
         ax.plot([], [], marker="s", linestyle="", color=colors(k % 10), label=model)
+    span = high - low
+    for k, position, values in boxes:  # what the axis leaves out: a triangle on the edge, the count and the extreme
+        for outside, edge, marker, extreme, va in (
+                ([v for v in values if v > high], high - 0.02 * span, "^", max, "top"),
+                ([v for v in values if v < low], low + 0.02 * span, "v", min, "bottom")):
+            if outside:
+                ax.plot([position], [edge], marker=marker, color=colors(k % 10), markeredgecolor="black",
+                        linestyle="", clip_on=False)
+                ax.annotate(f"{len(outside)}: {extreme(outside):.0f}", (position, edge), xytext=(4, 0),
+                            textcoords="offset points", fontsize="x-small", va=va)
+    ax.set_ylim(low, high)
     ax.set_xticks(range(len(conditions)))
     ax.set_xticklabels(conditions)
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_ylabel(f"{metric} (dB)")
     ax.set_title(title or f"{metric} per track ({'whole track' if metric == NEW_SDR else 'median over frames'})")
+    if any(v > high or v < low for _, _, values in boxes for v in values):
+        ax.text(1.0, -0.1, "\u25b2 n: X = n tracks above the axis, the highest at X dB (\u25bc below)",
+                transform=ax.transAxes, ha="right", va="top", fontsize="x-small")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_metric(path, scores, metric: str, *, title: str | None = None) -> Path:
+    """A PNG of :func:`metric_figure`: per-condition box plots of track scores, one box per model."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        metric_figure(scores, metric, title=title).savefig(tmp, dpi=110, format="png")
     return path
 
 

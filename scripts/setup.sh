@@ -21,6 +21,15 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
   fi
 fi
 
+# chromium: the test that opens evaluate.py's listening page (results/index.html) in a real headless browser
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt_install chromium
+  else
+    echo "setup: chromium is missing; install it (sudo apt-get install chromium) for the listening page's browser test" >&2
+  fi
+fi
+
 # the rendered default dataset: FluidSynth, the GM soundfonts and AVL drum kits, MMA's grooves, Festival's
 # diphone voices and espeak-ng (see conditioned_sep/data/render/tools.py)
 RENDER_PACKAGES="fluidsynth timgm6mb-soundfont csound-soundfont avldrums.lv2-soundfont mma festival festvox-kdlpc16k \

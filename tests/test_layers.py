@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"audio", "hardware"},
     {"metrics", "spectral", "film"},
     {"museval_io", "report", "chunking"},
+    {"page"},
     {"models"},
     {"checkpoint"},
     {"separator"},

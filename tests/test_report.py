@@ -231,3 +231,23 @@ def test_unstable_frames_are_counted_flagged_and_written(tmp_path):
     # round trip through the resume cache keeps seed, sensitivity and condition figure
     back = ConditionScores.from_dict(s.to_dict())
     assert back.unstable.tolist() == s.unstable.tolist() and back.gram_rcond == 3e-17 and back.seed is None
+
+
+def test_one_outlier_does_not_set_the_plot_axis(tmp_path, scores):
+    # an oracle at 138 dB on a track whose stem is silent: the axis spans the bulk, the outlier is marked
+    outlier = [*scores, _scores("oracle", "track0", "vocals", [138.0, 138.0])]
+    outlier += [_scores("oracle", f"track{t}", "vocals", [9.0 + 0.1 * t] * 2) for t in range(1, 6)]
+    fig = report.metric_figure(outlier, "SDR")
+    low, high = fig.axes[0].get_ylim()
+    bulk = [report.track_table(outlier, "SDR")[key][t] for key in report.track_table(outlier, "SDR")
+            for t in report.track_table(outlier, "SDR")[key] if key != ("oracle", "vocals") or t != "track0"]
+    assert low <= min(bulk) and max(bulk) <= high < 20.0  # every other value shown, the axis not stretched to 138
+    marks = [t.get_text() for t in fig.axes[0].texts]
+    assert "1: 138" in marks and any("above the axis" in m for m in marks)
+    assert report.bulk_limits([[1.0, 2.0, 3.0, 2.5, 138.0]])[1] < 10.0
+    assert report.bulk_limits([[]]) == (-1.0, 1.0) and report.bulk_limits([[5.0]]) == (4.0, 6.0)
+    # without an outlier nothing is marked, and the axis still holds every value
+    fig = report.metric_figure(scores, "SDR")
+    assert not fig.axes[0].texts
+    report.plot_metric(tmp_path / "sdr.png", outlier, "SDR")
+    assert (tmp_path / "sdr.png").read_bytes()[:4] == b"\x89PNG"
