@@ -32,6 +32,7 @@ from .film import FILM_KINDS, Z_INPUTS
 from .hardware import resolve_device
 from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
+from .separator import SeparatorOptions
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
 from .recipe import TrainConfig, TrainingError, apply_budget
 from .training import TrainingInterrupted, existing_run_error, train_many
@@ -164,8 +165,7 @@ def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a checkpoint, a folder with best.ckpt or a training run folder; for a dedicated set, "
                              "one checkpoint per stem (repeat -c, or separate with commas) "
                              f"(default: {DEFAULT_RUN})")
-    parser.add_argument("--niter", type=int, default=0, help="Wiener filter iterations (default: 0, plain masks)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_config_options(parser, SeparatorOptions, names=("niter", "device"))
     parser.add_argument("--format", "-f", default="wav", choices=tuple(OUTPUT_FORMATS),
                         help="output format (default: wav)")
     parser.add_argument("--subtype", default=None, choices=sorted({t for ts in OUTPUT_FORMATS.values() for t in ts}),

@@ -57,6 +57,7 @@ import shutil
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ from .audio import to_numpy, write_audio
 from .chunking import overlap_add
 from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
+from .separator import SeparatorOptions
 from .fileio import atomic_write_text, check_writable
 from .metrics import METRICS, ReferenceSet, new_sdr, no_huge_pages
 from .museval_io import write_museval_json
@@ -119,8 +121,8 @@ class EvalConfig:
     jobs: int = field(default=1, metadata={"help": "score tracks in N processes", "metavar": "N"})
     estimates: Path | None = field(default=None, metadata={
         "help": "also write the separated stems: DIR/<model>/<split>/<track>/<condition>.wav", "metavar": "DIR"})
-    niter: int = field(default=0, metadata={"help": "Wiener filter iterations of the separators"})
-    device: str = field(default="cpu", metadata={"help": "torch device of the separators"})
+    niter: int = field(default=SeparatorOptions.niter, metadata={"help": "Wiener filter iterations of the separators"})
+    device: str = field(default=SeparatorOptions.device, metadata={"help": "torch device of the separators"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     restart: bool = field(default=False, metadata={"help": "score every track again (ignore the cache)"})
     page: bool = field(default=True, metadata={
@@ -213,8 +215,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Row:
-    """One row of the results: a separator, the oracle or the mixture. ``estimate`` returns numpy estimates.
+class _Row(ABC):
+    """One row of the results: a separator, the oracle or the mixture; each implements :meth:`estimate`.
 
     ``name`` is unique (the cache's key); ``model`` is the name in the tables, shared by the seeds of one model."""
 
@@ -226,9 +228,11 @@ class _Row:
     num_parameters: int | None = None
     fingerprint: str
 
+    @abstractmethod
     def estimate(self, mixture: np.ndarray, references: np.ndarray, queries: list[StemQuery], rate: int
                  ) -> tuple[dict[str, np.ndarray], float]:
-        raise NotImplementedError
+        """``mixture (c, n)``, ``references (s, c, n)`` at ``rate`` Hz -> ``({condition: (c, n)}, seconds)``:
+        numpy estimates of ``queries`` and the seconds the separation took (0 for reference rows)."""
 
 
 class _SeparatorRow(_Row):

@@ -109,8 +109,8 @@ class TrainConfig:
                 "or more, then comes from the on-disk cache); auto: on a GPU, and on a CPU where the architecture "
                 "is measured faster compiled", "choices": COMPILE_CHOICES})
     threads: str | int = field(default="auto", metadata={
-        "help": "torch threads of each process: a number, or auto (on the CPU, the cores minus the loader "
-                "workers, so a busy neighbour costs little; $OMP_NUM_THREADS when set)"})
+        "help": "torch threads of each process: a number, or auto (on the CPU every core with the stem cache, whose "
+                "loader is light; without it the cores minus the loader workers; $OMP_NUM_THREADS when set)"})
     workers: int = field(default=1, metadata={
         "help": "DataLoader worker processes drawing the examples (0: in the training process); the examples "
                 "are the same whatever the number"})

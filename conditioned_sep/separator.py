@@ -12,6 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,19 @@ from .stems import StemQuery, UnknownStemError, parse_queries, parse_query, quer
 PathLike = str | os.PathLike
 
 
+@dataclass(frozen=True)
+class SeparatorOptions:
+    """How a :class:`Separator` runs, each default written once: the ``separate`` command and evaluation derive
+    theirs from these fields (see :class:`Separator` for their meaning)."""
+
+    niter: int = field(default=0, metadata={
+        "help": "Wiener filter iterations across the requested outputs (0: plain masks)"})
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N or auto"})
+    chunk_seconds: float | None = 10.0
+    overlap: float = 0.15
+    batch_size: int = 8
+
+
 class Separator:
     """Separate stems by name with a conditioned model or a set of dedicated models.
 
@@ -59,11 +73,11 @@ class Separator:
         self,
         model: SeparationModel | Mapping[str, SeparationModel],
         *,
-        niter: int = 0,
-        chunk_seconds: float | None = 10.0,
-        overlap: float = 0.15,
-        device: str | torch.device = "cpu",
-        batch_size: int = 8,
+        niter: int = SeparatorOptions.niter,
+        chunk_seconds: float | None = SeparatorOptions.chunk_seconds,
+        overlap: float = SeparatorOptions.overlap,
+        device: str | torch.device = SeparatorOptions.device,
+        batch_size: int = SeparatorOptions.batch_size,
     ) -> None:
         if niter < 0:
             raise ValueError(f"niter must be >= 0, got {niter}")

@@ -400,8 +400,8 @@ class Trainer:
         config = self.config
         self.device = _device(config)
         auto = config.threads == "auto"
-        apply_threads(auto_threads(device=self.device, workers=config.workers) if auto else config.threads,
-                      warn=not auto)
+        threads = auto_threads(device=self.device, workers=config.workers, light_loader=config.stem_cache)
+        apply_threads(threads if auto else config.threads, warn=not auto)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # nccl collectives run on the current device: this rank's
         self._check_run_folder()

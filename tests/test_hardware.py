@@ -18,6 +18,7 @@ def test_auto_threads_leave_a_core_to_each_loader_worker(monkeypatch):
     assert auto_threads(device=torch.device("cpu"), workers=0) == 2
     assert auto_threads(device=torch.device("cpu"), workers=4) == 1
     assert auto_threads(device=torch.device("cuda"), workers=1) is None
+    assert auto_threads(device=torch.device("cpu"), workers=1, light_loader=True) == 2  # the stem cache's loader
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert auto_threads(device=torch.device("cpu"), workers=1) is None
 

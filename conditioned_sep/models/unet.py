@@ -174,6 +174,12 @@ class ConditionedUNet(SeparationModel):
 
     config_class = UNetConfig
 
+    # measured (benchmarks/bench_train.py, small preset, batch 16, 2 threads, AMD EPYC with AVX512-BF16, quiet,
+    # 2026-12-04): eager fp32 239 ms a step, bf16 171 ms (1.40x); compiled fp32 203 ms but compiled bf16 229 ms,
+    # and the first compile costs 16-18 s: bf16 eager is the fast path
+    bf16_pays = True
+    compile_pays = False
+
     def __init__(self, config: UNetConfig) -> None:
         super().__init__(config)
         cfg = config
