@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from ..spectral import ISTFT, STFT
@@ -170,10 +171,12 @@ class SeparationModel(nn.Module, ABC):
                              "or a spectrogram of batch 1)")
         return z.shape[0]
 
-    @abstractmethod
     def compile_network(self) -> None:
         """``torch.compile`` the real-valued network in place (inductor generates no code for complex tensors, so
-        the STFT and the complex products around it stay eager); the weights and the state dict are unchanged."""
+        the STFT and the complex products around it stay eager); the weights and the state dict are unchanged.
+        Models override it to name their real-valued part; this default compiles the whole forward (inductor then
+        runs the complex operators eagerly)."""
+        self.forward = torch.compile(self.forward)  # type: ignore[method-assign]  # an instance attribute
 
     @abstractmethod
     def forward(self, spec: Tensor, z: Tensor | None = None) -> Tensor:
