@@ -45,33 +45,44 @@ def comma_list(kind: type):
     return lambda text: [kind(part) for part in text.split(",") if part]
 
 
-def matmul_peak(dtype: torch.dtype, *, n: int = 2048, repeats: int = 5) -> float:
-    """TFLOP/s of an ``n^3`` matrix product in ``dtype`` (median of ``repeats`` after two warm-ups)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the GPU runs behind the host: read the clock once its work is done
+
+
+def matmul_peak(dtype: torch.dtype, *, device: torch.device = torch.device("cpu"), n: int | None = None,
+                repeats: int = 5) -> float:
+    """TFLOP/s of an ``n^3`` matrix product in ``dtype`` on random data (median of ``repeats`` after warm-ups);
+    ``n`` 2048 on a CPU, 8192 on a GPU (a product that fills it)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3):
         a @ b
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def _batch(model, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _batch(model, batch_size: int, seed: int = 0,
+           device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     cfg = model.config
     segment = (cfg.segment_frames - 1) * cfg.hop_length
     gen = torch.Generator().manual_seed(seed)
     mixture = 0.1 * torch.randn(batch_size, cfg.audio_channels, segment, generator=gen)
     target = 0.05 * torch.randn(batch_size, cfg.audio_channels, segment, generator=gen)
     z = torch.eye(len(cfg.stems))[torch.arange(batch_size) % len(cfg.stems)] if cfg.conditioned else None
-    return mixture, target, z
+    return mixture.to(device), target.to(device), z.to(device) if z is not None else None
 
 
-def step_flop(arch: str, preset: str, batch_size: int) -> float:
+def step_flop(arch: str, preset: str, batch_size: int, device: torch.device = torch.device("cpu")) -> float:
     """FLOP of one forward + backward of the eager fp32 network on a batch (Adam's few FLOP per weight aside)."""
-    model = from_preset(arch, preset).train()
-    mixture, target, z = _batch(model, batch_size)
+    model = from_preset(arch, preset).train().to(device)
+    mixture, target, z = _batch(model, batch_size, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
         loss, _ = separation_loss(model, mixture, target, z)
@@ -80,14 +91,16 @@ def step_flop(arch: str, preset: str, batch_size: int) -> float:
 
 
 def compute_step_ms(arch: str, preset: str, *, precision: str, compiled: bool, batch_size: int,
-                    steps: int) -> tuple[float, float]:
-    """(ms per optimizer step, seconds of the warm-up steps) of forward, backward and Adam on random audio."""
+                    steps: int, device: torch.device = torch.device("cpu"),
+                    overrides: dict | None = None) -> tuple[float, float]:
+    """(ms per optimizer step, seconds of the warm-up steps) of forward, backward and Adam on random audio;
+    ``overrides``: fields of the architecture's config (e.g. a recipe's)."""
     torch.manual_seed(0)
-    model = from_preset(arch, preset).train()
+    model = from_preset(arch, preset, **(overrides or {})).train().to(device)
     if compiled:
         model.compile_network()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    mixture, target, z = _batch(model, batch_size)
+    mixture, target, z = _batch(model, batch_size, device=device)
 
     def step() -> None:
         loss, _ = separation_loss(model, mixture, target, z, precision=precision)
@@ -98,7 +111,14 @@ def compute_step_ms(arch: str, preset: str, *, precision: str, compiled: bool, b
     t0 = time.perf_counter()
     for _ in range(WARMUP_STEPS):
         step()
+    _sync(device)
     warmup = time.perf_counter() - t0
+    if device.type == "cuda":  # no sync inside the loop: the host queues steps as training does
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        return 1000 * (time.perf_counter() - t0) / steps, warmup
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -149,23 +169,30 @@ def main() -> None:
     parser.add_argument("--workers", type=comma_list(int), default=[0, 1], help="loader workers to try (--loader)")
     parser.add_argument("--train", action="store_true", help="also time train.py's step with its defaults")
     parser.add_argument("--folder", type=Path, default=None, help="a stem folder instead of the default data")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the compute-only steps and the peak)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    bf16_units = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"}) or ["none"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 units: {', '.join(bf16_units)}; "
-          f"2048^3 product peak: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 {peaks['bf16']:.3f} TFLOP/s")
+    peaks = {"fp32": matmul_peak(torch.float32, device=device), "bf16": matmul_peak(torch.bfloat16, device=device)}
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, fp32 products in {torch.get_float32_matmul_precision()} precision"
+    else:
+        bf16_units = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"}) or ["none"]
+        where = f"{torch.get_num_threads()} threads, bf16 units: {', '.join(bf16_units)}"
+    n = 8192 if device.type == "cuda" else 2048
+    print(f"torch {torch.__version__}, {where}; {n}^3 product peak: fp32 {peaks['fp32']:.3f} TFLOP/s, bf16 "
+          f"{peaks['bf16']:.3f} TFLOP/s")
     print(f"{'arch':9s} {'preset':6s} {'prec':5s} {'compile':7s} {'GFLOP/step':>10s} {'ms/step':>8s} "
           f"{'ex/s':>6s} {'TFLOP/s':>8s} {'of peak':>8s} {'speed-up':>8s} {'warm-up s':>9s}")
     for arch in args.arch:
-        flop = step_flop(arch, args.preset, args.batch_size)
+        flop = step_flop(arch, args.preset, args.batch_size, device)
         base = None
         for precision in args.precision:
             for compiled in args.compile:
                 ms, warmup = compute_step_ms(arch, args.preset, precision=precision, compiled=compiled == "on",
-                                             batch_size=args.batch_size, steps=args.steps)
+                                             batch_size=args.batch_size, steps=args.steps, device=device)
                 base = base if base is not None else ms
                 rate = flop / (ms / 1000) / 1e12
                 print(f"{arch:9s} {args.preset:6s} {precision:5s} {compiled:7s} {flop / 1e9:10.1f} {ms:8.0f} "

@@ -51,6 +51,12 @@ and norms became :class:`~conditioned_sep.models.unet.DownBlock` / ``UpBlock`` m
 CHECKPOINT_NAMES = ("best.ckpt", "last.ckpt")
 """The files a model folder holds, in order of preference."""
 
+PRETRAINED = "pretrained"
+"""The name of the shipped model: ``Separator.load("pretrained")``, ``evaluate.py pretrained``. A file or folder of
+that name in the current folder wins over it (a user's own checkpoint is never shadowed)."""
+PRETRAINED_FILE = Path(__file__).resolve().parent / "pretrained" / "conditioned-unet.ckpt"
+"""The shipped conditioned model (fp16 weights, trained by ``python train.py --recipe shipped``)."""
+
 
 class CheckpointError(ValueError):
     """A file that is not a usable conditioned-sep checkpoint (wrong kind, corrupt, truncated, incompatible)."""
@@ -95,6 +101,7 @@ def save_checkpoint(
     training: dict | None = None,
     extra: dict | None = None,
     ema_state: Mapping[str, torch.Tensor] | None = None,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file, then rename) and return the path.
 
@@ -102,6 +109,8 @@ def save_checkpoint(
     optimizer / scheduler state dicts and RNG states to resume training. Raises TypeError for anything else.
     ``ema_state``: an exponential moving average of the weights, as a state dict of this same model (same keys,
     shapes and dtypes; ValueError otherwise); :func:`load_checkpoint` prefers it by default.
+    ``storage_dtype`` (e.g. ``torch.float16``): the floating-point weights are stored in it (half the bytes;
+    loading casts them back to the model's fp32).
     """
     path = Path(path)
     training = dict(training or {})
@@ -109,6 +118,8 @@ def save_checkpoint(
     _check_plain(training, "training")
     _check_plain(extra, "extra")
     state = _plain_state(model.state_dict())
+    if storage_dtype is not None:
+        state = OrderedDict((k, v.to(storage_dtype) if v.is_floating_point() else v) for k, v in state.items())
     ema = None
     if ema_state is not None:
         ema = _plain_state(ema_state)
@@ -162,8 +173,9 @@ def checkpoint_in(folder: str | os.PathLike) -> Path | None:
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """The checkpoint file ``path`` names: the file itself, or the ``best.ckpt`` (else ``last.ckpt``) of a model
-    folder. Raises :class:`CheckpointNotFoundError` naming the path and the way out."""
-    path = Path(path)
+    folder; the name :data:`PRETRAINED` is the shipped model. Raises :class:`CheckpointNotFoundError` naming the
+    path and the way out."""
+    path = named_path(path)
     if path.is_file():
         return path
     if path.is_dir():
@@ -175,6 +187,18 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
         return found
     raise CheckpointNotFoundError(f"checkpoint not found: {path}; train first (python train.py) or pass an "
                                   "existing checkpoint")
+
+
+def named_path(path: str | os.PathLike) -> Path:
+    """``path``; or, for the name :data:`PRETRAINED` where no file or folder of that name exists, the shipped
+    model's file (:class:`CheckpointNotFoundError` when this installation lacks it)."""
+    path = Path(os.fsdecode(path))
+    if str(path) != PRETRAINED or path.exists():
+        return path
+    if not PRETRAINED_FILE.is_file():
+        raise CheckpointNotFoundError(f"the shipped model is missing from this installation ({PRETRAINED_FILE}); "
+                                      "reinstall conditioned-sep (pip install .), or pass a checkpoint you trained")
+    return PRETRAINED_FILE
 
 
 def _read_payload(path: Path) -> tuple[dict, dict]:
@@ -268,3 +292,14 @@ def load_checkpoint(
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "ema_state_dict")}
     meta.update(sha256=header["sha256"], path=str(path), weights=chosen)
     return model, meta
+
+
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
+                   storage_dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write the weights separation uses (the EMA ones when ``src`` has them) to ``dst`` as a checkpoint of its
+    own, without optimizer state or a second set of weights, stored in ``storage_dtype``; the training summary is
+    kept. What ships in ``conditioned_sep/pretrained/`` is written by this."""
+    model, meta = load_checkpoint(src, weights="auto")
+    training = dict(meta.get("training") or {}, exported_from=str(meta["path"]), exported_weights=meta["weights"],
+                    source_sha256=meta["sha256"])
+    return save_checkpoint(dst, model, training=training, storage_dtype=storage_dtype)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audio import OUTPUT_FORMATS, output_subtype
+from .checkpoint import PRETRAINED
 from .data.sources import DATASET_KINDS, ROOTED_KINDS, DatasetSpec
 from .distributed import world
 from .evaluation import EvalConfig, evaluate
@@ -34,7 +35,7 @@ from .models import BANDSPLIT_FILM_PLACES, FILM_PLACES
 from .runs import DEFAULT_RUN, SEED_FOLDER, choose_checkpoint, discover_models
 from .separator import SeparatorOptions
 from .stems import STEMS, UnknownStemError, check_vocabulary, parse_queries
-from .recipe import TrainConfig, TrainingError, apply_budget
+from .recipe import RECIPES, TrainConfig, TrainingError, apply_budget
 from .training import TrainingInterrupted, existing_run_error, train_many
 
 DESCRIPTION = "One FiLM-conditioned network that extracts whichever stem you name."
@@ -163,8 +164,8 @@ def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", type=Path, default=Path("separated"), help="output folder (default: separated)")
     parser.add_argument("--checkpoint", "-c", action="append", default=None, metavar="PATH",
                         help="a checkpoint, a folder with best.ckpt or a training run folder; for a dedicated set, "
-                             "one checkpoint per stem (repeat -c, or separate with commas) "
-                             f"(default: {DEFAULT_RUN})")
+                             "one checkpoint per stem (repeat -c, or separate with commas) (default: the shipped "
+                             f"model, '{PRETRAINED}'; your own training's: -c {DEFAULT_RUN})")
     add_config_options(parser, SeparatorOptions, names=("niter", "device"))
     parser.add_argument("--format", "-f", default="wav", choices=tuple(OUTPUT_FORMATS),
                         help="output format (default: wav)")
@@ -233,7 +234,7 @@ def _separate_songs(args: argparse.Namespace, prog: str) -> int:
         device = resolve_device(args.device)
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read
-        paths = [p for value in (args.checkpoint or [str(DEFAULT_RUN)]) for p in value.split(",") if p]
+        paths = [p for value in (args.checkpoint or [PRETRAINED]) for p in value.split(",") if p]
         separator = choose_checkpoint(paths).load(niter=args.niter, device=device)
         if args.stems is None:
             queries = parse_queries(list(separator.stems))
@@ -305,19 +306,24 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", metavar="CHECKPOINT_OR_SET",
                         help="[NAME=]PATH[,PATH...]: a checkpoint, a folder with best.ckpt, a training run folder "
                              "(conditioned/ and dedicated-<stem>/ subfolders), or comma-separated dedicated "
-                             f"checkpoints; default {DEFAULT_RUN}")
+                             f"checkpoints ('{PRETRAINED}': the shipped model); default {DEFAULT_RUN}")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="also evaluate the shipped model (conditioned_sep/pretrained/), in a row named "
+                             f"'{PRETRAINED}' (beside the models given, e.g. a dedicated set)")
     _add_dataset_options(parser, what="evaluate on")
     add_config_options(parser, EvalConfig)
 
 
 def evaluate_config(args: argparse.Namespace) -> EvalConfig:
     """The :class:`EvalConfig` of parsed ``evaluate`` arguments."""
-    specs = args.models
-    if not specs:
+    specs = list(args.models)
+    if not specs and not args.pretrained:
         if not DEFAULT_RUN.exists():
             raise ValueError(f"no checkpoint given and {DEFAULT_RUN} does not exist: train first "
-                             "(python train.py) or pass CHECKPOINT_OR_SET")
+                             "(python train.py), pass CHECKPOINT_OR_SET, or --pretrained for the shipped model")
         specs = [str(DEFAULT_RUN)]
+    if args.pretrained:
+        specs.append(f"{PRETRAINED}={PRETRAINED}")
     return EvalConfig(models=discover_models(specs), dataset=_dataset(args), **config_values(args, EvalConfig))
 
 
@@ -346,7 +352,7 @@ _TRAIN_OPTIONS = {
                                 "lr_final", "warmup_steps", "weight_decay", "grad_clip", "wave_loss", "ema_decay",
                                 "patience", "valid_seconds", "time_limit", "seed"),
     "output": ("out", "name", "resume", "overwrite", "checkpoint_every", "tensorboard", "progress"),
-    "hardware": ("device", "precision", "threads", "workers", "stem_cache"),
+    "hardware": ("device", "precision", "compile", "threads", "workers", "stem_cache"),
 }
 """TrainConfig fields offered as options, by group (each option's default and help come from its field)."""
 
@@ -362,6 +368,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="with --dedicated: train the conditioned model too (first; budget: see --budget)")
     what.add_argument("--all", action="store_true",
                       help="conditioned model and one dedicated model per stem, same data (budget: see --budget)")
+    what.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                      help="start from a named recipe's settings (options given beside it win): "
+                           + "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()))
     what.add_argument("--seeds", type=int, default=1, metavar="N",
                       help="train every model with N seeds: --seed, --seed + 1, ...; with N > 1 the models of "
                            f"seed k go to <out>/{SEED_FOLDER.format(seed='<k>')}/ (default: 1, straight in <out>)")
@@ -410,6 +419,7 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
     dataset = _dataset(args)
     overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
                                                ("z_input", args.z_input)) if value is not None}
+    shared = dict(RECIPES[args.recipe].model_overrides) if getattr(args, "recipe", None) else {}
     if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
     passed = config_values(args, TrainConfig)
@@ -419,7 +429,7 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
     for seed in range(args.seed, args.seed + args.seeds):
         out = Path(args.out) if args.seeds == 1 else Path(args.out) / SEED_FOLDER.format(seed=seed)
         group = [TrainConfig(**passed, out=out, seed=seed, target=t, dataset=dataset.kind, data_root=dataset.root,
-                             model_overrides=overrides if t is None else {})
+                             model_overrides={**shared, **overrides} if t is None else shared)
                  for t in targets]
         configs.extend(apply_budget(group, n_stems=len(stems)))
     return configs
@@ -494,10 +504,20 @@ def run(command: str, argv: Sequence[str] | None = None, *, prog: str | None = N
     parser = argparse.ArgumentParser(prog=prog or f"conditioned-sep {command}")
     add(parser)
     try:
-        args = parser.parse_args(argv)
+        args = _parse_with_recipe(parser, argv)
     except SystemExit as done:
         return _exit_code(done)
     return execute(args, parser.prog)
+
+
+def _parse_with_recipe(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; when ``--recipe`` names one, parse again with its settings as the defaults, so that an option given
+    beside it wins over the recipe's."""
+    args = parser.parse_args(argv)
+    if getattr(args, "recipe", None):
+        parser.set_defaults(**RECIPES[args.recipe].options)
+        args = parser.parse_args(argv)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -507,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:
         return _exit_code(done)
+    if getattr(args, "recipe", None):  # the subcommand's own parser applies the recipe's defaults
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return run(args.command, argv[argv.index(args.command) + 1:], prog=f"{parser.prog} {args.command}")
     return COMMANDS[args.command][2](args, f"{parser.prog} {args.command}")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_NAMES, CheckpointError, CheckpointNotFoundError, checkpoint_in
+from .checkpoint import CHECKPOINT_NAMES, CheckpointError, CheckpointNotFoundError, checkpoint_in, named_path
 from .separator import Separator
 from .stems import STEMS
 
@@ -82,7 +82,7 @@ def find_checkpoints(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     if not items:
         raise CheckpointNotFoundError(f"no checkpoint given; {_HINT}")
     files: list[Path] = []
-    for item in map(Path, items):
+    for item in map(named_path, items):
         if not item.exists():
             raise CheckpointNotFoundError(f"checkpoint not found: {item}; {_HINT}")
         own = item if item.is_file() else checkpoint_in(item)

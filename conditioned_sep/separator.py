@@ -31,7 +31,7 @@ from .audio import (
     resample,
     validate_audio,
 )
-from .checkpoint import load_checkpoint
+from .checkpoint import PRETRAINED, load_checkpoint
 from .chunking import overlap_add, overlap_add_blocks
 from .fileio import atomic_folder, check_replaceable, check_writable, work_folder
 from .hardware import resolve_device
@@ -129,10 +129,16 @@ class Separator:
             ref = sig
 
     @classmethod
+    def pretrained(cls, **kwargs) -> Separator:
+        """The shipped conditioned model (``conditioned_sep/pretrained/``; no network): the same as
+        ``Separator.load("pretrained")``. ``kwargs`` go to :class:`Separator`."""
+        return cls.load(PRETRAINED, **kwargs)
+
+    @classmethod
     def load(cls, path: PathLike | Sequence[PathLike] | Mapping[str, PathLike], **kwargs) -> Separator:
         """One checkpoint (conditioned, or one dedicated model), a list of dedicated checkpoints, or a mapping
-        stem -> dedicated checkpoint (each path a ``str``, ``bytes`` or ``os.PathLike``). ``kwargs`` go to
-        :class:`Separator`."""
+        stem -> dedicated checkpoint (each path a ``str``, ``bytes`` or ``os.PathLike``; the name ``"pretrained"``
+        is the shipped model, :meth:`pretrained`). ``kwargs`` go to :class:`Separator`."""
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if isinstance(path, (str, os.PathLike)):
