@@ -166,7 +166,7 @@ def add_separate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a checkpoint, a folder with best.ckpt or a training run folder; for a dedicated set, "
                              "one checkpoint per stem (repeat -c, or separate with commas) (default: the shipped "
                              f"model, '{PRETRAINED}'; your own training's: -c {DEFAULT_RUN})")
-    add_config_options(parser, SeparatorOptions, names=("niter", "device"))
+    add_config_options(parser, SeparatorOptions, names=("niter", "device", "precision"))
     parser.add_argument("--format", "-f", default="wav", choices=tuple(OUTPUT_FORMATS),
                         help="output format (default: wav)")
     parser.add_argument("--subtype", default=None, choices=sorted({t for ts in OUTPUT_FORMATS.values() for t in ts}),
@@ -235,7 +235,7 @@ def _separate_songs(args: argparse.Namespace, prog: str) -> int:
         if args.stems is not None:
             queries = parse_queries(args.stems)  # a typo fails here, before any checkpoint is read
         paths = [p for value in (args.checkpoint or [PRETRAINED]) for p in value.split(",") if p]
-        separator = choose_checkpoint(paths).load(niter=args.niter, device=device)
+        separator = choose_checkpoint(paths).load(niter=args.niter, device=device, precision=args.precision)
         if args.stems is None:
             queries = parse_queries(list(separator.stems))
         # a dedicated set answers only its stems and their sums: say so before reading any song

@@ -74,6 +74,7 @@ from .data.sources import DatasetSpec, prepare, split_tracks
 from .runs import CheckpointSet
 from .separator import SeparatorOptions
 from .fileio import atomic_write_text, check_writable
+from .hardware import PRECISION_CHOICES
 from .metrics import METRICS, ReferenceSet, new_sdr, no_huge_pages
 from .museval_io import write_museval_json
 from .report import ConditionScores, ModelCost
@@ -123,6 +124,9 @@ class EvalConfig:
         "help": "also write the separated stems: DIR/<model>/<split>/<track>/<condition>.wav", "metavar": "DIR"})
     niter: int = field(default=SeparatorOptions.niter, metadata={"help": "Wiener filter iterations of the separators"})
     device: str = field(default=SeparatorOptions.device, metadata={"help": "torch device of the separators"})
+    precision: str = field(default=SeparatorOptions.precision, metadata={
+        "help": "the separators' network precision (see conditioned-sep separate --help)",
+        "choices": PRECISION_CHOICES})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     restart: bool = field(default=False, metadata={"help": "score every track again (ignore the cache)"})
     page: bool = field(default=True, metadata={
@@ -236,14 +240,16 @@ class _Row(ABC):
 
 
 class _SeparatorRow(_Row):
-    def __init__(self, spec: ModelSpec, *, niter: int, device: str) -> None:
-        self.separator = spec.load(niter=niter, device=device)
+    def __init__(self, spec: ModelSpec, *, niter: int, device: str, precision: str) -> None:
+        self.separator = spec.load(niter=niter, device=device, precision=precision)
         self.name, self.model, self.seed = spec.label, spec.name, spec.seed
         self.kind = "conditioned" if self.separator.is_conditioned else "dedicated"
         self.stems = tuple(self.separator.stems)  # what it answers: a dedicated set, the stems it has models for
         self.vocabulary = tuple(self.separator.config.stems)
         self.num_parameters = int(self.separator.num_parameters)
-        self.fingerprint = "|".join([*(_sha256(p) for p in spec.paths), f"niter={niter}"])
+        self.fingerprint = "|".join([*(_sha256(p) for p in spec.paths), f"niter={niter}",
+                                     *([f"precision={self.separator.precision}"] if self.separator.precision != "fp32"
+                                       else [])])  # fp32's fingerprint as before: old caches stay valid
         # one short pass first, so that one-time start-up costs (thread pools, allocator) are not timed
         rate = self.separator.sample_rate
         self.separator.separate(np.zeros((2, rate // 2), np.float32), stems=list(self.stems), sample_rate=rate)
@@ -324,7 +330,8 @@ class _MixtureRow(_Row):
 
 def _build_rows(config: EvalConfig) -> tuple[list[_Row], tuple[str, ...]]:
     """The rows and the vocabulary they are scored over (``config.stems``, else the first model's)."""
-    rows: list[_Row] = [_SeparatorRow(spec, niter=config.niter, device=config.device) for spec in config.models]
+    rows: list[_Row] = [_SeparatorRow(spec, niter=config.niter, device=config.device, precision=config.precision)
+                        for spec in config.models]
     vocabulary = config.stems or (rows[0].vocabulary if rows else STEMS)
     for row in rows:
         if row.vocabulary != vocabulary:

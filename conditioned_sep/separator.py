@@ -34,7 +34,7 @@ from .audio import (
 from .checkpoint import PRETRAINED, load_checkpoint
 from .chunking import overlap_add, overlap_add_blocks
 from .fileio import atomic_folder, check_replaceable, check_writable, work_folder
-from .hardware import resolve_device
+from .hardware import PRECISION_CHOICES, autocast, choose_precision, resolve_device
 from .models import SeparationModel
 from .spectral import wiener
 from .stems import StemQuery, UnknownStemError, parse_queries, parse_query, queries_to_z
@@ -50,6 +50,10 @@ class SeparatorOptions:
     niter: int = field(default=0, metadata={
         "help": "Wiener filter iterations across the requested outputs (0: plain masks)"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N or auto"})
+    precision: str = field(default="fp32", metadata={
+        "help": "the network's forward in fp32 or autocast to bf16 (STFT, masks, Wiener filter and ISTFT stay "
+                "fp32); auto: bf16 on a GPU, and on a CPU with bf16 matrix units where the architecture is "
+                "measured faster in it (as training's --precision auto)", "choices": PRECISION_CHOICES})
     chunk_seconds: float | None = 10.0
     overlap: float = 0.15
     batch_size: int = 8
@@ -66,7 +70,9 @@ class Separator:
     whole steps of the model's frame grid (:attr:`~SeparationModel.frame_multiple` frames), and never below one
     step (``(frame_multiple - 1) * hop_length`` samples) so that chunks keep whole-signal frame alignment.
     ``batch_size``: most conditions (outputs) per forward pass. The models are moved to ``device``; they are
-    put in eval mode during :meth:`separate` and restored to their previous mode afterwards.
+    put in eval mode during :meth:`separate` and restored to their previous mode afterwards. ``precision``: the
+    network's forward in ``fp32``, ``bf16`` (or ``fp16`` on CUDA) autocast, or ``auto``
+    (:func:`~conditioned_sep.hardware.choose_precision`); the chosen one is :attr:`precision`.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Separator:
         overlap: float = SeparatorOptions.overlap,
         device: str | torch.device = SeparatorOptions.device,
         batch_size: int = SeparatorOptions.batch_size,
+        precision: str = SeparatorOptions.precision,
     ) -> None:
         if niter < 0:
             raise ValueError(f"niter must be >= 0, got {niter}")
@@ -88,7 +95,7 @@ class Separator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.niter, self.chunk_seconds, self.overlap, self.batch_size = niter, chunk_seconds, overlap, batch_size
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, precision="fp32" if precision == "auto" else precision)
         if isinstance(model, SeparationModel):
             models = {"": model} if model.is_conditioned else {model.target: model}
         elif isinstance(model, Mapping):
@@ -101,6 +108,7 @@ class Separator:
         first = next(iter(self.models.values()))
         self.config = first.config
         self.is_conditioned: bool = first.is_conditioned
+        self.precision = choose_precision(precision, device=self.device, bf16_pays=type(first).bf16_pays)
         # chunking that suits every model of a dedicated set
         self.frame_multiple = math.lcm(*(m.frame_multiple for m in self.models.values()))
         self.context_frames = max(m.context_frames for m in self.models.values())
@@ -372,13 +380,14 @@ class Separator:
         # q: queries, c: channels, f: freq, t: frames, n: samples
         model = next(iter(self.models.values()))
         spec = model.stft(x[None])  # (1, c, f, t)
-        if self.is_conditioned:
-            z = queries_to_z(queries, vocabulary=self.stems).to(x.device)
-            est = torch.cat([model(spec, zb) for zb in z.split(self.batch_size)])  # (q, c, f, t)
-        else:  # a sum of stems is the sum of the dedicated estimates
-            needed = [s for s in self.stems if any(s in q.stems for q in queries)]
-            stem_est = {s: self.models[s](spec) for s in needed}
-            est = torch.cat([sum(stem_est[s] for s in q.stems) for q in queries])  # (q, c, f, t)
+        with autocast(self.device, self.precision):  # the network only; what follows is fp32 (as in training)
+            if self.is_conditioned:
+                z = queries_to_z(queries, vocabulary=self.stems).to(x.device)
+                est = torch.cat([model(spec, zb).to(spec.dtype) for zb in z.split(self.batch_size)])  # (q, c, f, t)
+            else:  # a sum of stems is the sum of the dedicated estimates
+                needed = [s for s in self.stems if any(s in q.stems for q in queries)]
+                stem_est = {s: self.models[s](spec).to(spec.dtype) for s in needed}
+                est = torch.cat([sum(stem_est[s] for s in q.stems) for q in queries])  # (q, c, f, t)
         if self.niter > 0:
             est = self._wiener(est, spec[0], queries)
         return model.istft(est, length=x.shape[-1])

@@ -20,8 +20,9 @@ RUNS = {
                       [r"speed-up wall clock\s*:\s*[\d.]+x", r"max \|ours - museval\| SAR: [\d.e+-]+ dB"]),
     "bench_evaluate": (["--tracks", "2", "--minutes", "0.1", "--measure", "1", "--museval-seconds", "2", "4"],
                        [r"song 0: ours [\d.]+ s wall", r"ratio: \d+x"]),
-    "bench_separate": (["--preset", "tiny", "--seconds", "2", "--skip-umx", "--skip-long"],
-                       [r"conditioned-sep unet tiny .* [\d.]+G"]),
+    "bench_separate": (["--preset", "tiny", "--seconds", "2", "--skip-umx", "--skip-long", "--arch", "unet,bandsplit",
+                        "--precision", "fp32,bf16"],
+                       [r"conditioned-sep unet tiny fp32 .* [\d.]+G", r"conditioned-sep bandsplit tiny bf16 .* [\d.]+G"]),
     "bench_stream": (["--minutes", "0.05", "--arch", "unet", "--preset", "tiny"],
                      [r"longest / shortest peak: [\d.]+"]),
 }

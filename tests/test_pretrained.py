@@ -48,7 +48,8 @@ def test_pretrained_loads_offline_by_either_name(shipped):
     again = Separator.load(PRETRAINED)
     assert time.perf_counter() - t0 < 10  # README: under 2 s on a quiet machine; here only a gross regression fails
     assert shipped.is_conditioned and shipped.stems == STEMS
-    for a, b in zip(shipped.model.state_dict().values(), again.model.state_dict().values()):
+    (model,), (same,) = shipped.models.values(), again.models.values()
+    for a, b in zip(model.state_dict().values(), same.state_dict().values()):
         assert torch.equal(a, b)
     _, meta = load_checkpoint(PRETRAINED)
     assert meta["path"] == str(PRETRAINED_FILE) and meta["training"]["exported_weights"] in ("ema", "raw")
