@@ -48,10 +48,10 @@ class Recipe:
 RECIPES = {
     "shipped": Recipe(
         summary="the shipped model (conditioned_sep/pretrained/): U-Net of 6 blocks of 12..384 channels on the small "
-                "preset's STFT (5.6 M weights, 11 MB as fp16), batch 16, EMA 0.999; 2000 steps or 25 min per "
-                "dedicated model, so the conditioned model trained alone gets 8000 steps or 100 min",
+                "preset's STFT (5.6 M weights, 11 MB as fp16), batch 16, EMA 0.999; 3000 steps or 25 min per "
+                "dedicated model, so the conditioned model trained alone gets 12000 steps or 100 min",
         options=dict(arch="unet", preset="small", batch_size=16, lr=1e-3, lr_final=0.05, warmup_steps=200,
-                     ema_decay=0.999, steps=2000, steps_per_epoch=500, patience=100, checkpoint_every=250,
+                     ema_decay=0.999, steps=3000, steps_per_epoch=500, patience=100, checkpoint_every=250,
                      time_limit=25.0, valid_seconds=10.0),
         # the small preset's five blocks of 8..128 channels (0.65 M weights) widened and deepened: 1.6 x the step
         # time for 8.6 x the weights; at equal steps it learnt as fast in a 12-minute comparison (README)

@@ -3,16 +3,19 @@ Separator (chunks, sums, Wiener), and that a few training steps lower the loss."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from conditioned_sep.checkpoint import load_checkpoint, save_checkpoint
 from conditioned_sep.models import BandSplitConfig, BandSplitRoFormer, build_model, config_from_dict
-from conditioned_sep.models.bandsplit import band_widths_for
+from conditioned_sep.models.bandsplit import Rotary, band_widths_for
 from conditioned_sep.separator import Separator
 from conditioned_sep.stems import STEMS
 
 RATE = 44100
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _model(**overrides) -> BandSplitRoFormer:
@@ -121,3 +124,26 @@ def test_a_few_training_steps_lower_the_loss():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_rotary_turns_interleaved_pairs_as_roformer_does():
+    # reference: RoFormer's rotation written out, x * cos + rotate_half(x) * sin with each angle used for a pair
+    rotary = Rotary(8)
+    x = torch.randn(2, 3, 5, 8)
+    angles = torch.arange(5.0)[:, None] * rotary.freqs.repeat_interleave(2)  # (s, e)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    half = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    expected = x * angles.cos() + half * angles.sin()
+    assert torch.allclose(rotary(x), expected, atol=1e-5)
+    assert rotary(x.bfloat16()).dtype == torch.bfloat16 and not rotary.freqs.requires_grad
+    assert torch.equal(rotary(x)[..., 0, :], x[..., 0, :])  # token 0 is not turned
+
+
+def test_a_checkpoint_of_the_model_before_its_own_rotary_loads_and_gives_the_same_output():
+    # stored by the model as it was with rotary-embedding-torch's RotaryEmbedding and the old mask layout (tiny preset)
+    stored = torch.load(FIXTURES / "bandsplit_tiny_before_rotary.pt")
+    model = BandSplitRoFormer(config_from_dict(stored["config"])).eval()
+    model.load_state_dict(stored["state_dict"], strict=True)
+    with torch.no_grad():
+        out = model(stored["spec"], stored["z"])
+    assert torch.allclose(out, stored["out"], atol=1e-5, rtol=1e-4)
