@@ -31,9 +31,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 # the rendered default dataset: FluidSynth, the GM soundfonts and AVL drum kits, MMA's grooves, Festival's
-# diphone voices and espeak-ng (see conditioned_sep/data/render/tools.py)
+# diphone voices and espeak-ng (see conditioned_sep/data/render/tools.py); hydrogen-drumkits: the real kits of the
+# --hydrogen-kits variant (python -m conditioned_sep.data.render ROOT --hydrogen-kits 0.5) and their tests
 RENDER_PACKAGES="fluidsynth timgm6mb-soundfont csound-soundfont avldrums.lv2-soundfont mma festival festvox-kdlpc16k \
-festvox-itapc16k festvox-italp16k espeak-ng"
+festvox-itapc16k festvox-italp16k espeak-ng hydrogen-drumkits"
 MISSING=$(for p in $RENDER_PACKAGES; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$MISSING" ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from .compose import ComposeConfig
 from .dataset import default_render_root, ensure_rendered_dataset
 
 
@@ -14,8 +15,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", nargs="?", default=None, help=f"output folder (default: {default_render_root()})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 2)")
+    parser.add_argument("--hydrogen-kits", type=float, default=ComposeConfig.hydrogen_kits, metavar="SHARE",
+                        help="share of songs drummed on a real Hydrogen kit (needs hydrogen-drumkits; a variant of "
+                             "the default dataset: give it its own ROOT)")
     args = parser.parse_args(argv)
-    print(ensure_rendered_dataset(args.root, seed=args.seed, workers=args.workers))
+    if not 0.0 <= args.hydrogen_kits <= 1.0:
+        parser.error(f"--hydrogen-kits is a share of songs, from 0 to 1 (got {args.hydrogen_kits:g})")
+    compose = ComposeConfig(hydrogen_kits=args.hydrogen_kits)
+    print(ensure_rendered_dataset(args.root, seed=args.seed, compose=compose, workers=args.workers))
     return 0
 
 

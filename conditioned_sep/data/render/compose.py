@@ -13,6 +13,7 @@ import numpy as np
 
 from ..oscillators import NOTE_NAMES, PROGRESSIONS, SCALES
 from . import articulation as art
+from .drumkits import draw_hydrogen_kit, kit_of
 from .instruments import (AVL_KITS, AVL_NOTES, DRUM_CHANNEL, FAMILIES, FAMILY_OF_PROGRAM, ROLE_FAMILIES, Preset,
                           draw_drum_kit, draw_preset, percussion_kit)
 from .lyrics import lyric_pool, lyrics_for
@@ -43,6 +44,11 @@ class ComposeConfig:
     bass: float = 0.9
     pad: float = 0.5
     counter_melody: float = 0.4
+    hydrogen_kits: float = 0.0
+    """Share of songs whose drum kit is a real Hydrogen kit (:mod:`.drumkits`) instead of an AVL or GM kit. Drawn
+    from a spawned generator, so the composition stays as it was: with 0 the whole song, with more its chords, parts and
+    pitches (humanised timing, velocities and mix levels are drawn anew when the kit moves notes between the drum
+    and percussion parts)."""
 
 
 def chord_symbol(tonic: int, mode: str, degree: int, *, seventh: bool) -> str:
@@ -107,7 +113,7 @@ def compose(rng: np.random.Generator, *, seconds: float, config: ComposeConfig |
     grooves = [_groove(style, section_at(sections, bar).name) for bar in range(bars)]
     tracks = accompaniment(mma_script(chords, bpm=bpm, grooves=grooves, seed=int(rng.integers(1, 2**31 - 1))))
     channels = iter(c for c in range(16) if c != DRUM_CHANNEL)
-    score.parts += _drum_parts(tracks, rng)
+    score.parts += _drum_parts(tracks, rng, hydrogen=config.hydrogen_kits)
     with_bass = rng.random() < config.bass
     score.parts += _pitched_parts(tracks, rng, channels, with_bass=with_bass)
     if with_bass and not any(p.role == "bass" for p in score.parts):
@@ -141,23 +147,38 @@ def _groove(style: Style, section: str) -> str:
     return style.chorus if section == "chorus" else style.main
 
 
-def _drum_parts(tracks: list[MmaTrack], rng: np.random.Generator) -> list[Part]:
+def _drum_parts(tracks: list[MmaTrack], rng: np.random.Generator, *, hydrogen: float = 0.0) -> list[Part]:
     notes = [n for t in tracks if t.channel == DRUM_CHANNEL for n in t.notes]
     if not notes:
         return []
     kit = draw_drum_kit(rng)
+    kit_notes, perc_notes = _kit_notes(notes, kit)
+    perc = percussion_kit(rng) if perc_notes else None
+    if hydrogen > 0:
+        # drawn from a spawned generator after rng's own draws, so rng's stream goes on as without Hydrogen kits
+        own = rng.spawn(1)[0]
+        if own.random() < hydrogen:
+            kit = draw_hydrogen_kit(own)
+            kit_notes, perc_notes = _kit_notes(notes, kit)
+            perc = percussion_kit(own) if perc_notes else None
+    parts = [Part("drums", "drums", "drums", "drum_kit", kit, DRUM_CHANNEL, kit_notes)]
+    if perc is not None:
+        # the percussion shares the drum channel's number on its own synthesiser; MIDI keeps it as its own track
+        parts.append(Part("percussion", "drums", "percussion", "drum_kit", perc, DRUM_CHANNEL, perc_notes))
+    return parts
+
+
+def _kit_notes(notes: list[tuple[float, float, int, int]], kit: Preset) -> tuple[list[Note], list[Note]]:
+    """MMA's drum notes split into those ``kit`` plays and those a GM percussion kit plays instead."""
+    hydrogen_kit = kit_of(kit)
     kit_notes, perc_notes = [], []
     for start, _, pitch, velocity in notes:
         pitch = 36 if pitch == 35 and kit.soundfont in AVL_KITS else pitch
+        answered = (pitch in hydrogen_kit.notes if hydrogen_kit is not None
+                    else kit.soundfont not in AVL_KITS or pitch in AVL_NOTES)
         # drum hits ring for a beat whatever MMA wrote: a 1-tick note-off would choke some kits' samples
-        note = Note(start, 1.0, pitch, velocity)
-        (kit_notes if kit.soundfont not in AVL_KITS or pitch in AVL_NOTES else perc_notes).append(note)
-    parts = [Part("drums", "drums", "drums", "drum_kit", kit, DRUM_CHANNEL, kit_notes)]
-    if perc_notes:
-        # the percussion shares the drum channel's number on its own synthesiser; MIDI keeps it as its own track
-        parts.append(Part("percussion", "drums", "percussion", "drum_kit", percussion_kit(rng), DRUM_CHANNEL,
-                          perc_notes))
-    return parts
+        (kit_notes if answered else perc_notes).append(Note(start, 1.0, pitch, velocity))
+    return kit_notes, perc_notes
 
 
 def _pitched_parts(tracks: list[MmaTrack], rng: np.random.Generator, channels, *, with_bass: bool) -> list[Part]:

@@ -17,6 +17,7 @@ the four coarse stems, as read back. ``<root>/manifest.json`` (written last) rec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -30,6 +31,8 @@ from ...fileio import atomic_write_text
 from ...stems import FINE_STEMS, STEMS
 from ..cache import SongJob, SongSetConfig, cache_root, ensure_cached, make_songs
 from . import tools
+from .compose import ComposeConfig
+from .drumkits import KITS, load_kit
 from .song import RenderedSong, render_song
 
 FORMAT = "conditioned-sep rendered"
@@ -50,24 +53,34 @@ def default_render_root() -> Path:
 
 
 def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int = 0,
-                            config: RenderConfig | None = None, workers: int | None = None,
-                            progress: bool = True) -> Path:
+                            config: RenderConfig | None = None, compose: ComposeConfig | None = None,
+                            workers: int | None = None, progress: bool = True) -> Path:
     """Return the root of the rendered dataset, rendering it first if needed (once; cached on disk).
 
-    ``workers`` processes render songs in parallel (default: up to 2). Raises
+    ``compose`` other than the default (e.g. ``ComposeConfig(hydrogen_kits=0.5)``) makes a variant, recorded in
+    the manifest; give it a root of its own. ``workers`` processes render songs in parallel (default: up to 2).
+    Raises
     :class:`~conditioned_sep.data.render.tools.RenderToolError` naming the ``apt-get install`` line when a
     program, soundfont or voice is missing, and :class:`~conditioned_sep.data.folder.DatasetError` when ``root``
     holds something else.
     """
     config = config or RenderConfig()
     root = Path(root).expanduser() if root is not None else default_render_root()
+    compose = compose or ComposeConfig()
     header = {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "config": dataclasses.asdict(config)}
+    if compose != ComposeConfig():  # the default's manifest stays as it was, so its cache stays valid
+        header["compose"] = dataclasses.asdict(compose)
 
     def build(tmp: Path) -> dict:
         tools.check_all()
-        tracks = make_songs(tmp, seed=seed, config=config, job=_render_job, workers=workers, progress=progress,
+        if compose.hydrogen_kits > 0:
+            for kit in KITS:
+                load_kit(kit)
+        packages = tools.ALL_PACKAGES + ((tools.HYDROGEN_PACKAGE,) if compose.hydrogen_kits > 0 else ())
+        job = functools.partial(_render_job, compose=compose)
+        tracks = make_songs(tmp, seed=seed, config=config, job=job, workers=workers, progress=progress,
                             desc=f"rendering songs into {root}")
-        return {"tracks": tracks, "stems": list(FINE_STEMS), "audio": "FLAC PCM_16", "tools": tools.tool_versions()}
+        return {"tracks": tracks, "stems": list(FINE_STEMS), "audio": "FLAC PCM_16", "tools": tools.tool_versions(packages)}
 
     return ensure_cached(root, header=header, required=REQUIRED, build=build, what="rendered dataset")
 
@@ -91,9 +104,10 @@ def write_song(folder: Path, song: RenderedSong) -> None:
     atomic_write_text(folder / "song.json", json.dumps(meta, indent=1))
 
 
-def _render_job(job: SongJob) -> tuple[str, str]:
+def _render_job(job: SongJob, *, compose: ComposeConfig | None = None) -> tuple[str, str]:
     split_dir, seed, split_index, index, seconds, rate = job
-    song = render_song(np.random.default_rng([seed, split_index, index]), seconds=seconds, sample_rate=rate)
+    song = render_song(np.random.default_rng([seed, split_index, index]), seconds=seconds, sample_rate=rate,
+                       compose_config=compose)
     name = track_name(index, song.score.title)
     write_song(Path(split_dir) / name, song)
     return split_dir, name

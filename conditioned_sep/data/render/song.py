@@ -15,6 +15,7 @@ import numpy as np
 
 from ...stems import SAMPLE_RATE
 from .compose import ComposeConfig, compose
+from .drumkits import kit_of, render_kit
 from .mixing import MixConfig, mix, quantize_stems
 from .score import Part, Score, note_spans, to_midi, track_events
 from .synth import render_track
@@ -48,6 +49,9 @@ def play_part(part: Part, score: Score, midi: mido.MidiFile, rng: np.random.Gene
         return espeak_vocals(note_spans(events), voice, num_samples=num_samples, sample_rate=sample_rate, rng=rng)
     if engine == "formant":
         return formant_vocals(score, part.bars, num_samples=num_samples, sample_rate=sample_rate, rng=rng)
+    kit = kit_of(part.preset)
+    if kit is not None:
+        return render_kit(events, kit, num_samples=num_samples, sample_rate=sample_rate)
     return render_track(events, part.preset, channel=part.channel, num_samples=num_samples, sample_rate=sample_rate)
 
 

@@ -28,6 +28,8 @@ FESTIVAL_VOICES: dict[str, tuple[str, str]] = {  # festival voice -> (Debian pac
     "lp_diphone": ("festvox-italp16k", "female"),
 }
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")
+HYDROGEN_KIT_DIR = Path("/usr/share/hydrogen/data/drumkits")
+HYDROGEN_PACKAGE = "hydrogen-drumkits"  # optional: only a dataset rendered with --hydrogen-kits needs it
 PROGRAMS: dict[str, str] = {"text2wave": "festival", "espeak-ng": "espeak-ng", "mma": "mma"}  # program -> package
 ALL_PACKAGES = ("fluidsynth", "timgm6mb-soundfont", "csound-soundfont", "avldrums.lv2-soundfont", "mma", "festival",
                 "festvox-kdlpc16k", "festvox-itapc16k", "festvox-italp16k", "espeak-ng")
@@ -52,6 +54,14 @@ def soundfont_path(name: str) -> Path:
         if (folder / file).is_file():
             return folder / file
     raise _missing(f"soundfont {file}", package)
+
+
+def hydrogen_kit_folder(name: str) -> Path:
+    """Folder of the installed Hydrogen drum kit ``name``; :class:`RenderToolError` when it is not installed."""
+    folder = HYDROGEN_KIT_DIR / name
+    if not (folder / "drumkit.xml").is_file():
+        raise _missing(f"Hydrogen drum kit {name!r} ({folder})", HYDROGEN_PACKAGE)
+    return folder
 
 
 @functools.cache
@@ -93,10 +103,10 @@ def check_all() -> None:
         festival_voice_ok(voice)
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(packages: tuple[str, ...] = ALL_PACKAGES) -> dict[str, str]:
     """Debian versions of the tools, voices and fonts a dataset is made with (for the manifest)."""
     versions = {}
-    for package in ALL_PACKAGES:
+    for package in packages:
         try:
             out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True,
                                  timeout=30)
