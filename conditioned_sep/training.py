@@ -771,7 +771,11 @@ def train(config: TrainConfig) -> Path:
     """
     started = distributed.init(_device(config).type)
     try:
-        return Trainer(config).fit()
+        best = Trainer(config).fit()
+        # gloo aborts a rank whose peer tears the group down while it is still connected ("terminate called
+        # without an active exception", seen once in the test suite): leave together
+        distributed.barrier()
+        return best
     finally:
         if started:
             distributed.destroy()
