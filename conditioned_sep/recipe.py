@@ -49,7 +49,8 @@ RECIPES = {
     "shipped": Recipe(
         summary="the shipped model (conditioned_sep/pretrained/): U-Net of 6 blocks of 12..384 channels on the small "
                 "preset's STFT (5.6 M weights, 11 MB as fp16), batch 16, EMA 0.999; 3000 steps or 25 min per "
-                "dedicated model, so the conditioned model trained alone gets 12000 steps or 100 min",
+                "dedicated model, so the conditioned model trained alone gets 12000 steps or 100 min (the shipped "
+                "weights: a second leg, --resume --steps 5600 --time-limit 50, to 22400 steps)",
         options=dict(arch="unet", preset="small", batch_size=16, lr=1e-3, lr_final=0.05, warmup_steps=200,
                      ema_decay=0.999, steps=3000, steps_per_epoch=500, patience=100, checkpoint_every=250,
                      time_limit=25.0, valid_seconds=10.0),
