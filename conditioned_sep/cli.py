@@ -386,7 +386,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     conditioning.add_argument("--z-input", choices=Z_INPUTS, default=None,
                               help="feed z to the conditioner as is (onehot) or through a learned embedding; U-Net "
                                    "only")
+    conditioning.add_argument("--stem-weights", type=_stem_weights, default=None, metavar="STEM=W,...",
+                              help="how often a one-hot z names each stem, relative (unnamed stems weigh 1), e.g. "
+                                   "bass=2: bass asked for twice as often (default: every stem alike)")
     _add_dataset_options(parser, what="train on")
+
+
+def _stem_weights(text: str) -> dict[str, float]:
+    """``"bass=2,vocals=0.5"`` -> ``{"bass": 2.0, "vocals": 0.5}`` (stem names are checked against the
+    vocabulary later, by :class:`~conditioned_sep.data.sampling.SamplingConfig`)."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        stem, sep, value = item.partition("=")
+        try:
+            weights[stem.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not stem.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not STEM=WEIGHT (e.g. bass=2)")
+    if not weights:
+        raise argparse.ArgumentTypeError("give at least one STEM=WEIGHT (e.g. bass=2)")
+    return weights
 
 
 def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = None) -> list[TrainConfig]:
@@ -420,16 +440,21 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
     overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
                                                ("z_input", args.z_input)) if value is not None}
     shared = dict(RECIPES[args.recipe].model_overrides) if getattr(args, "recipe", None) else {}
-    if overrides and args.dedicated is not None and not (args.with_conditioned or args.all):
+    only_dedicated = args.dedicated is not None and not (args.with_conditioned or args.all)
+    if overrides and only_dedicated:
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")
+    if args.stem_weights and only_dedicated:
+        raise TrainingError("--stem-weights says how often z names each stem: a dedicated model draws no z")
     passed = config_values(args, TrainConfig)
+    sampling = {**passed.pop("sampling", {}), **({"stem_weights": args.stem_weights} if args.stem_weights else {})}
     for key in ("seed", "out"):  # set per seed below
         passed.pop(key, None)
     configs: list[TrainConfig] = []
     for seed in range(args.seed, args.seed + args.seeds):
         out = Path(args.out) if args.seeds == 1 else Path(args.out) / SEED_FOLDER.format(seed=seed)
         group = [TrainConfig(**passed, out=out, seed=seed, target=t, dataset=dataset.kind, data_root=dataset.root,
-                             model_overrides={**shared, **overrides} if t is None else shared)
+                             model_overrides={**shared, **overrides} if t is None else shared,
+                             sampling=sampling if t is None else {})
                  for t in targets]
         configs.extend(apply_budget(group, n_stems=len(stems)))
     return configs

@@ -59,6 +59,33 @@ def test_condition_mix_matches_the_recipe(bank):
     assert 0.18 < scaled < 0.42
 
 
+def test_stem_weights_set_how_often_a_one_hot_z_names_each_stem(bank):
+    config = SamplingConfig(segment=SEG, onehot_prob=1, subset_prob=0, zero_prob=0, stem_weights={"bass": 3})
+    data = TrainingExamples(bank, config, seed=0)
+    rng = np.random.default_rng(0)
+    share = np.stack([data.draw_condition(rng) for _ in range(6000)]).mean(0)
+    np.testing.assert_allclose(share, [1 / 6, 1 / 6, 3 / 6, 1 / 6], atol=0.02)  # vocals, drums, bass, other
+    # a zero weight: never asked for one-hot (subsets may still hold it)
+    never = TrainingExamples(bank, SamplingConfig(segment=SEG, onehot_prob=1, subset_prob=0, zero_prob=0,
+                                                  stem_weights={"vocals": 0}), seed=0)
+    assert not np.stack([never.draw_condition(rng) for _ in range(500)])[:, 0].any()
+    # no weights: exactly the draws of before the option existed (rng.integers over the stems)
+    plain = TrainingExamples(bank, SamplingConfig(segment=SEG, onehot_prob=1, subset_prob=0, zero_prob=0), seed=0)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(50):
+        z = plain.draw_condition(a)
+        b.choice(3, p=np.array([1.0, 0, 0]))
+        assert z.argmax() == b.integers(4)
+
+
+def test_bad_stem_weights_are_clear_errors(bank):
+    with pytest.raises(UnknownStemError, match="'piano'.*not in the vocabulary"):
+        SamplingConfig(segment=SEG, stem_weights={"piano": 2})
+    for bad in ({"bass": -1}, {"bass": float("nan")}, dict.fromkeys(STEMS, 0)):
+        with pytest.raises(ValueError, match="stem weights must be finite and >= 0"):
+            SamplingConfig(segment=SEG, stem_weights=bad)
+
+
 def test_silent_targets_come_at_the_configured_rate(bank):
     n = 400
 
@@ -113,6 +140,9 @@ def test_stem_the_data_lacks_and_bad_config_are_clear_errors(hq_folder, tmp_path
     tracks = [t for t in list_tracks(hq_folder, "train") if t.name == "b"]  # b has no bass
     with pytest.raises(DatasetError, match="no training track holds the stem 'bass'"):
         TrainingExamples(StemBank(tracks), SamplingConfig(segment=SEG, target="bass"))
+    only_bass = SamplingConfig(segment=SEG, stem_weights={"vocals": 0, "drums": 0, "other": 0})
+    with pytest.warns(UserWarning, match="'bass'"), pytest.raises(DatasetError, match="weighs 0 in the stem weights"):
+        TrainingExamples(StemBank(tracks), only_bass)
     with pytest.raises(UnknownStemError, match="piano"):
         SamplingConfig(segment=SEG, target="piano")
     with pytest.raises(ValueError, match="segment"):

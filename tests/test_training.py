@@ -480,6 +480,19 @@ def test_conditioning_options_reach_the_conditioned_model_only():
         parser.parse_args(["--film-where", "middle"])
 
 
+def test_stem_weights_option_reaches_the_conditioned_model_only(capsys):
+    parser = build_parser()
+    configs = configs_from_args(parser.parse_args(["--all", "--stem-weights", "bass=2, other=0.5", "--preset", "tiny"]))
+    assert configs[0].sampling == {"stem_weights": {"bass": 2.0, "other": 0.5}}
+    assert all(c.sampling == {} for c in configs[1:])
+    with pytest.raises(TrainingError, match="a dedicated model draws no z"):
+        configs_from_args(parser.parse_args(["--dedicated", "bass", "--stem-weights", "bass=2"]))
+    for bad in ("bass", "bass=two", "=2", ","):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--stem-weights", bad])
+        assert "STEM=W" in capsys.readouterr().err
+
+
 def _train_cmd(data, out, *extra):
     return [sys.executable, str(REPO / "train.py"), "--folder", str(data), "--preset", "tiny", "--out", str(out),
             "--batch-size", "4", "--steps-per-epoch", "10", "--checkpoint-every", "3", "--no-progress",

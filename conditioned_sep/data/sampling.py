@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ class SamplingConfig:
     it, ``other`` is the remainder (:mod:`conditioned_sep.data.vocabulary`).
     ``target=None`` draws conditions for a conditioned model; a stem name draws examples for a dedicated one.
     The condition probabilities (one-hot, subset, zero) are normalised to sum to one.
+    ``stem_weights``: relative weights of the stems a one-hot ``z`` names (a stem left out weighs 1; empty: every
+    stem alike, drawn exactly as before the option existed), e.g. ``{"bass": 2}`` asks for bass twice as often.
     ``silent_target_rate``: share of the examples with a non-zero ``z`` whose target is silence (its stems
     zeroed, so the mixture holds only the other stems); the all-zero condition (``zero_prob``) adds its own
     silent targets on top. A target excerpt quieter than ``silence_db`` (dB re full scale, before the gain;
@@ -61,6 +63,7 @@ class SamplingConfig:
     subset_prob: float = 0.2
     zero_prob: float = 0.05
     scale_prob: float = 0.2
+    stem_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stems = check_vocabulary(self.stems)
@@ -73,6 +76,18 @@ class SamplingConfig:
             raise ValueError("condition probabilities must be >= 0 with a positive sum")
         if not 0 <= self.silent_target_rate <= 1:
             raise ValueError(f"silent_target_rate must be in [0, 1], got {self.silent_target_rate}")
+        self.stem_weights = {str(k): float(v) for k, v in dict(self.stem_weights).items()}
+        unknown = [s for s in self.stem_weights if s not in self.stems]
+        if unknown:
+            raise UnknownStemError(f"stem weight(s) for {', '.join(map(repr, unknown))}: not in the vocabulary "
+                                   f"{self.stems}")
+        if any(not np.isfinite(w) or w < 0 for w in self.stem_weights.values()) or \
+                (self.stem_weights and not any(self.stem_weight(s) > 0 for s in self.stems)):
+            raise ValueError(f"stem weights must be finite and >= 0 with one stem above 0, got {self.stem_weights}")
+
+    def stem_weight(self, stem: str) -> float:
+        """The relative weight of ``stem`` in one-hot draws (1 unless ``stem_weights`` says otherwise)."""
+        return self.stem_weights.get(stem, 1.0)
 
 
 class StemBank:
@@ -168,6 +183,12 @@ class TrainingExamples(Dataset):
             warnings.warn(f"no training track holds the stem(s) {', '.join(map(repr, missing))}: the conditioned "
                           f"model is never asked for them (z never names them), so its output for them is "
                           f"untrained; add tracks with those stems to train them", UserWarning, stacklevel=2)
+        weights = np.array([config.stem_weight(config.stems[k]) for k in self._conditionable])
+        if config.target is None and config.stem_weights and not weights.sum() > 0:
+            raise DatasetError(f"every stem the training tracks hold weighs 0 in the stem weights "
+                               f"{config.stem_weights}: give one of {[config.stems[k] for k in self._conditionable]} "
+                               f"a weight above 0")
+        self._onehot_p = weights / weights.sum() if config.stem_weights and weights.sum() > 0 else None
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -183,7 +204,9 @@ class TrainingExamples(Dataset):
         n = len(stems)
         p = np.array([cfg.onehot_prob, cfg.subset_prob, cfg.zero_prob])
         kind = rng.choice(3, p=p / p.sum())
-        if kind == 0 and n > 0:
+        if kind == 0 and n > 0 and self._onehot_p is not None:
+            z[stems[rng.choice(n, p=self._onehot_p)]] = 1
+        elif kind == 0 and n > 0:
             z[stems[rng.integers(n)]] = 1
         elif kind == 1 and n > 1:
             z[stems[rng.choice(n, size=int(rng.integers(2, n + 1)), replace=False)]] = 1
