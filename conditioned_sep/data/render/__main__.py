@@ -18,10 +18,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hydrogen-kits", type=float, default=ComposeConfig.hydrogen_kits, metavar="SHARE",
                         help="share of songs drummed on a real Hydrogen kit (needs hydrogen-drumkits; a variant of "
                              "the default dataset: give it its own ROOT)")
+    parser.add_argument("--opl3", type=float, default=ComposeConfig.opl3, metavar="SHARE",
+                        help="share of the pitched instrument parts played by the OPL3 FM soundfont (needs "
+                             "opl3-soundfont; a variant of the default dataset: give it its own ROOT)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.hydrogen_kits <= 1.0:
         parser.error(f"--hydrogen-kits is a share of songs, from 0 to 1 (got {args.hydrogen_kits:g})")
-    compose = ComposeConfig(hydrogen_kits=args.hydrogen_kits)
+    if not 0.0 <= args.opl3 <= 1.0:
+        parser.error(f"--opl3 is a share of parts, from 0 to 1 (got {args.opl3:g})")
+    compose = ComposeConfig(hydrogen_kits=args.hydrogen_kits, opl3=args.opl3)
     print(ensure_rendered_dataset(args.root, seed=args.seed, compose=compose, workers=args.workers))
     return 0
 

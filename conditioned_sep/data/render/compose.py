@@ -20,6 +20,7 @@ from .lyrics import lyric_pool, lyrics_for
 from .mma import STYLES, MmaTrack, Style, accompaniment, mma_script
 from .score import Note, Part, Score, Section, section_at
 from .singers import Singer, draw_singer
+from .tools import OPL3_FONT
 
 JAZZY = ("Jazz", "Swing", "Bossa", "Blues", "R&B", "Soul", "BigBand", "Son", "Salsa", "Mambo", "Fusion")
 MELODY_CELLS = (  # one bar of a melody's rhythm: (start beat, length in beats)
@@ -49,6 +50,10 @@ class ComposeConfig:
     from a spawned generator, so the composition stays as it was: with 0 the whole song, with more its chords, parts and
     pitches (humanised timing, velocities and mix levels are drawn anew when the kit moves notes between the drum
     and percussion parts)."""
+    opl3: float = 0.0
+    """Share of the pitched instrument parts (not drums, not vocals) played by the OPL3 FM soundfont
+    (``opl3-soundfont``) on their own GM program instead of a sampled one: more timbres. Drawn from a spawned
+    generator after the song is composed, so only those parts' sound changes."""
 
 
 def chord_symbol(tonic: int, mode: str, degree: int, *, seventh: bool) -> str:
@@ -128,6 +133,11 @@ def compose(rng: np.random.Generator, *, seconds: float, config: ComposeConfig |
     _arrange(score, rng)
     for part in score.parts:
         _articulate(part, score, rng)
+    if config.opl3 > 0:
+        own = rng.spawn(1)[0]
+        for part in score.parts:
+            if part.stem not in ("drums", "vocals") and own.random() < config.opl3:
+                part.preset = Preset(OPL3_FONT, 0, part.preset.program, part.preset.program)
     _trim(score)
     return score
 

@@ -57,7 +57,7 @@ def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int 
                             workers: int | None = None, progress: bool = True) -> Path:
     """Return the root of the rendered dataset, rendering it first if needed (once; cached on disk).
 
-    ``compose`` other than the default (e.g. ``ComposeConfig(hydrogen_kits=0.5)``) makes a variant, recorded in
+    ``compose`` other than the default (e.g. ``ComposeConfig(hydrogen_kits=0.5)`` or ``opl3=0.3``) makes a variant, recorded in
     the manifest; give it a root of its own. ``workers`` processes render songs in parallel (default: up to 2).
     Raises
     :class:`~conditioned_sep.data.render.tools.RenderToolError` naming the ``apt-get install`` line when a
@@ -76,7 +76,10 @@ def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int 
         if compose.hydrogen_kits > 0:
             for kit in KITS:
                 load_kit(kit)
-        packages = tools.ALL_PACKAGES + ((tools.HYDROGEN_PACKAGE,) if compose.hydrogen_kits > 0 else ())
+        if compose.opl3 > 0:
+            tools.soundfont_path(tools.OPL3_FONT)  # missing: says apt-get install opl3-soundfont, before rendering
+        packages = tools.ALL_PACKAGES + ((tools.HYDROGEN_PACKAGE,) if compose.hydrogen_kits > 0 else ()) + \
+            ((tools.OPL3_PACKAGE,) if compose.opl3 > 0 else ())
         job = functools.partial(_render_job, compose=compose)
         tracks = make_songs(tmp, seed=seed, config=config, job=job, workers=workers, progress=progress,
                             desc=f"rendering songs into {root}")

@@ -21,6 +21,7 @@ SOUNDFONTS: dict[str, tuple[str, str]] = {  # short name -> (file, Debian packag
     "gmbank": ("sf_GMbank.sf2", "csound-soundfont"),
     "blackpearl": ("Black_Pearl_4_LV2.sf2", "avldrums.lv2-soundfont"),
     "redzeppelin": ("Red_Zeppelin_4_LV2.sf2", "avldrums.lv2-soundfont"),
+    "opl3": ("OPL-3_FM_128M.sf2", "opl3-soundfont"),
 }
 FESTIVAL_VOICES: dict[str, tuple[str, str]] = {  # festival voice -> (Debian package, sex)
     "ked_diphone": ("festvox-kdlpc16k", "male"),
@@ -30,6 +31,8 @@ FESTIVAL_VOICES: dict[str, tuple[str, str]] = {  # festival voice -> (Debian pac
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")
 HYDROGEN_KIT_DIR = Path("/usr/share/hydrogen/data/drumkits")
 HYDROGEN_PACKAGE = "hydrogen-drumkits"  # optional: only a dataset rendered with --hydrogen-kits needs it
+OPL3_FONT = "opl3"  # optional (opl3-soundfont): only a dataset rendered with --opl3 needs it
+OPL3_PACKAGE = "opl3-soundfont"
 PROGRAMS: dict[str, str] = {"text2wave": "festival", "espeak-ng": "espeak-ng", "mma": "mma"}  # program -> package
 ALL_PACKAGES = ("fluidsynth", "timgm6mb-soundfont", "csound-soundfont", "avldrums.lv2-soundfont", "mma", "festival",
                 "festvox-kdlpc16k", "festvox-itapc16k", "festvox-italp16k", "espeak-ng")
