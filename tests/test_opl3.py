@@ -8,6 +8,7 @@ import pytest
 from conditioned_sep.data.render import ComposeConfig, compose, render_song
 from conditioned_sep.data.render import tools
 from conditioned_sep.data.render.__main__ import main as render_main
+from conditioned_sep.data.render.dataset import RenderConfig, manifest_header
 
 
 def _sound_free(score):
@@ -67,3 +68,11 @@ def test_a_song_on_the_opl3_font_is_heard_and_still_sums_to_its_mixture():
         assert not np.array_equal(song.stems[stem], plain.stems[stem])  # another sound
     assert np.array_equal(sum(song.stems[s].astype(np.int64) for s in ("vocals", "drums", "bass", "other")),
                           song.stems["mixture"].astype(np.int64))
+
+
+def test_variants_rendered_before_the_option_keep_their_manifest():
+    config = RenderConfig()
+    assert "compose" not in manifest_header(seed=0, config=config, compose=ComposeConfig())
+    hydrogen = manifest_header(seed=0, config=config, compose=ComposeConfig(hydrogen_kits=0.5))["compose"]
+    assert hydrogen == {"vocals": 0.85, "bass": 0.9, "pad": 0.5, "counter_melody": 0.4, "hydrogen_kits": 0.5}
+    assert manifest_header(seed=0, config=config, compose=ComposeConfig(opl3=0.3))["compose"]["opl3"] == 0.3

@@ -52,6 +52,21 @@ def default_render_root() -> Path:
     return cache_root(f"rendered-v{FORMAT_VERSION}")
 
 
+LATER_COMPOSE_FIELDS = ("opl3",)
+"""ComposeConfig fields added after variants were first rendered: left out of a manifest while at their default,
+so a variant rendered before them keeps a valid cache."""
+
+
+def manifest_header(*, seed: int, config: RenderConfig, compose: ComposeConfig) -> dict:
+    """What a rendered dataset's manifest must hold for its cache to serve ``seed``, ``config`` and ``compose``."""
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "config": dataclasses.asdict(config)}
+    if compose != ComposeConfig():  # the default's manifest stays as it was, so its cache stays valid
+        default = ComposeConfig()
+        header["compose"] = {k: v for k, v in dataclasses.asdict(compose).items()
+                             if k not in LATER_COMPOSE_FIELDS or v != getattr(default, k)}
+    return header
+
+
 def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int = 0,
                             config: RenderConfig | None = None, compose: ComposeConfig | None = None,
                             workers: int | None = None, progress: bool = True) -> Path:
@@ -67,9 +82,7 @@ def ensure_rendered_dataset(root: str | os.PathLike | None = None, *, seed: int 
     config = config or RenderConfig()
     root = Path(root).expanduser() if root is not None else default_render_root()
     compose = compose or ComposeConfig()
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "seed": int(seed), "config": dataclasses.asdict(config)}
-    if compose != ComposeConfig():  # the default's manifest stays as it was, so its cache stays valid
-        header["compose"] = dataclasses.asdict(compose)
+    header = manifest_header(seed=seed, config=config, compose=compose)
 
     def build(tmp: Path) -> dict:
         tools.check_all()
