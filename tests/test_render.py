@@ -3,6 +3,7 @@ where its MIDI notes say it plays and silent before, the cache and its manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mido
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from conditioned_sep.data.folder import DatasetError, list_tracks
-from conditioned_sep.data.render import RenderConfig, ensure_rendered_dataset, render_song
+from conditioned_sep.data.render import RenderConfig, ensure_rendered_dataset, render_song, tools
+from conditioned_sep.data.render import __main__ as render_command
 from conditioned_sep.data.render.dataset import REQUIRED
 from conditioned_sep.data.render.mixing import active_rms
 from conditioned_sep.data.render.score import note_spans, track_events
@@ -131,3 +133,41 @@ def test_cached_dataset_is_found_not_rendered_again(tiny_rendered):
     assert again == tiny_rendered and (tiny_rendered / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(DatasetError, match="another seed"):
         ensure_rendered_dataset(tiny_rendered, seed=4, config=TINY, workers=1, progress=False)
+
+
+def test_more_training_songs_keep_the_default_songs_and_need_no_optional_sources(tiny_rendered, tmp_path,
+                                                                                  monkeypatch):
+    """``--train-songs`` adds songs after the default ones and leaves valid and test as they were; and the default
+    render runs on a machine without the optional opl3-soundfont and hydrogen-drumkits (a fresh clone's setup)."""
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    for name, (file, _) in tools.SOUNDFONTS.items():
+        if name != tools.OPL3_FONT:
+            (fonts / file).symlink_to(tools.soundfont_path(name))
+    tools.soundfont_path.cache_clear()
+    monkeypatch.setattr(tools, "SOUNDFONT_DIRS", (fonts,))
+    monkeypatch.setattr(tools, "HYDROGEN_KIT_DIR", tmp_path / "no-kits")
+    try:
+        more = ensure_rendered_dataset(tmp_path / "more", seed=3, config=dataclasses.replace(TINY, train_songs=4),
+                                       workers=1, progress=False)
+    finally:
+        tools.soundfont_path.cache_clear()
+    stems = (*FINE_STEMS, "mixture")
+    for split, count in (("train", 4), ("valid", 1), ("test", 1)):
+        tracks = list_tracks(more, split, stems=stems)
+        assert len(tracks) == count
+        for track, same in zip(tracks, list_tracks(tiny_rendered, split, stems=stems)):
+            assert track.folder.name == same.folder.name
+            assert np.array_equal(track.load(stems=stems), same.load(stems=stems))
+
+
+def test_render_command_passes_the_training_song_count_and_refuses_none(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(render_command, "ensure_rendered_dataset",
+                        lambda root, **kwargs: seen.update(root=root, **kwargs) or root)
+    assert render_command.main(["/tmp/somewhere", "--train-songs", "480"]) == 0
+    assert seen["root"] == "/tmp/somewhere" and seen["config"] == RenderConfig(train_songs=480)
+    assert render_command.main([]) == 0 and seen["config"] == RenderConfig()  # the default dataset's sizes
+    with pytest.raises(SystemExit):
+        render_command.main(["/tmp/somewhere", "--train-songs", "0"])
+    assert "--train-songs is a number of songs, at least 1 (got 0)" in capsys.readouterr().err
