@@ -371,6 +371,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--recipe", choices=tuple(RECIPES), default=None,
                       help="start from a named recipe's settings (options given beside it win): "
                            + "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()))
+    what.add_argument("--dropout", type=float, default=None, metavar="P",
+                      help="dropout rate of the backbone, for every model trained (the U-Net: on its first decoder "
+                           "blocks, 0.5 in its presets, C-U-Net's; the band-split model: in its transformer, 0); "
+                           "default: the preset's (or the recipe's)")
     what.add_argument("--seeds", type=int, default=1, metavar="N",
                       help="train every model with N seeds: --seed, --seed + 1, ...; with N > 1 the models of "
                            f"seed k go to <out>/{SEED_FOLDER.format(seed='<k>')}/ (default: 1, straight in <out>)")
@@ -440,6 +444,11 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
     overrides = {key: value for key, value in (("film", args.film), ("film_where", args.film_where),
                                                ("z_input", args.z_input)) if value is not None}
     shared = dict(RECIPES[args.recipe].model_overrides) if getattr(args, "recipe", None) else {}
+    dropout = getattr(args, "dropout", None)
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise TrainingError(f"--dropout is a rate from 0 up to (not including) 1, got {dropout:g}")
+        shared["dropout"] = dropout  # the backbone's: the dedicated twins get it too, so they keep one backbone
     only_dedicated = args.dedicated is not None and not (args.with_conditioned or args.all)
     if overrides and only_dedicated:
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from conditioned_sep import cli
 from conditioned_sep.recipe import RECIPES, TrainConfig
@@ -64,3 +65,21 @@ def test_shipped_recipe_builds_the_shipped_architecture():
     model = build_model(config)
     assert model.config.channels == RECIPES["shipped"].model_overrides["channels"]
     assert model.num_parameters < 12.5e6  # fp16 storage within the package's 25 MB
+
+
+def test_dropout_option_reaches_every_model_beside_the_recipe_and_refuses_a_rate_outside_0_1():
+    from conditioned_sep.recipe import build_model
+
+    configs = _configs(["--recipe", "shipped", "--all", "--dropout", "0"])
+    for config in configs:  # conditioned model and dedicated twins share the backbone
+        assert config.model_overrides == {**RECIPES["shipped"].model_overrides, "dropout": 0.0}
+    model = build_model(configs[0])
+    assert model.config.dropout == 0.0
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    assert any(isinstance(m, torch.nn.Dropout) for m in build_model(_configs(["--recipe", "shipped"])[0]).modules())
+    (bandsplit,) = _configs(["--arch", "bandsplit", "--preset", "tiny", "--dropout", "0.1"])
+    assert build_model(bandsplit).config.dropout == 0.1
+    for bad in ("1", "-0.1"):
+        with pytest.raises(cli.TrainingError, match="--dropout is a rate from 0 up to"):
+            _configs(["--dropout", bad])
+    assert cli.run("train", ["--dropout", "1.5"]) == 2
