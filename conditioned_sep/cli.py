@@ -375,6 +375,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="dropout rate of the backbone, for every model trained (the U-Net: on its first decoder "
                            "blocks, 0.5 in its presets, C-U-Net's; the band-split model: in its transformer, 0); "
                            "default: the preset's (or the recipe's)")
+    what.add_argument("--segment-frames", type=int, default=None, metavar="N",
+                      help="training excerpt length in STFT frames, for every model trained (the U-Net small "
+                           "preset's 128 frames are 0.74 s); default: the preset's (or the recipe's)")
     what.add_argument("--seeds", type=int, default=1, metavar="N",
                       help="train every model with N seeds: --seed, --seed + 1, ...; with N > 1 the models of "
                            f"seed k go to <out>/{SEED_FOLDER.format(seed='<k>')}/ (default: 1, straight in <out>)")
@@ -449,6 +452,11 @@ def train_configs(args: argparse.Namespace, *, stems: Sequence[str] | None = Non
         if not 0.0 <= dropout < 1.0:
             raise TrainingError(f"--dropout is a rate from 0 up to (not including) 1, got {dropout:g}")
         shared["dropout"] = dropout  # the backbone's: the dedicated twins get it too, so they keep one backbone
+    segment_frames = getattr(args, "segment_frames", None)
+    if segment_frames is not None:
+        if segment_frames < 2:
+            raise TrainingError(f"--segment-frames is a number of STFT frames, at least 2, got {segment_frames}")
+        shared["segment_frames"] = segment_frames
     only_dedicated = args.dedicated is not None and not (args.with_conditioned or args.all)
     if overrides and only_dedicated:
         raise TrainingError("--film, --film-where and --z-input shape the conditioner: a dedicated model has none")

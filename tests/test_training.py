@@ -750,3 +750,29 @@ def test_a_signal_before_the_loop_stops_at_once_and_gives_the_handlers_back(tmp_
             time.sleep(5)  # the handler raises here
     assert stop.value.exit_code == 143
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_segment_frames_option_sets_the_training_excerpts_of_every_model(tmp_path, tiny_synthetic, monkeypatch,
+                                                                         capsys):
+    seen = []
+
+    class Spy(training.TrainingExamples):
+        def __init__(self, bank, sampling, **kwargs):
+            seen.append(sampling.segment)
+            super().__init__(bank, sampling, **kwargs)
+
+    monkeypatch.setattr(training, "TrainingExamples", Spy)
+    args = ["--folder", str(tiny_synthetic), "--preset", "tiny", "--out", str(tmp_path / "runs"), "--steps", "2",
+            "--steps-per-epoch", "2", "--valid-seconds", "1", "--workers", "0", "--segment-frames", "48"]
+    assert main([*args, "--dedicated", "bass", "--with-conditioned"]) == 0
+    hop = 128  # the tiny preset's
+    assert seen == [47 * hop, 47 * hop]  # (frames - 1) hops of samples, for the conditioned model and the twin
+    for name in ("conditioned", "dedicated-bass"):
+        model, _ = load_checkpoint(tmp_path / "runs" / name / "best.ckpt")
+        assert model.config.segment_frames == 48  # saved, so --resume refuses another length
+    before = _files(tmp_path / "runs" / "conditioned")
+    capsys.readouterr()
+    for bad in ("1", "-5"):
+        assert main([*args[:-1], bad, "--overwrite"]) == 2
+        assert f"--segment-frames is a number of STFT frames, at least 2, got {bad}" in capsys.readouterr().err
+    assert _files(tmp_path / "runs" / "conditioned") == before  # the refused runs (with --overwrite) kept it whole
